@@ -1,0 +1,46 @@
+"""Atomic outputs: nothing a stage writes is visible under its final name until it is complete."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+
+def _tmp_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_json(path: str | Path, obj) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(path)
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_outputs(out_dir: str | Path):
+    """Yield a scratch directory beside OUT_DIR; on success move each entry into OUT_DIR.
+
+    A crash leaves OUT_DIR as it was (DVC has already removed stale outputs) and deletes the scratch,
+    so a half-written parquet never sits under its final name.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        for entry in sorted(tmp.iterdir()):
+            final = out_dir / entry.name
+            if final.is_dir() and not final.is_symlink():
+                shutil.rmtree(final)
+            elif entry.is_dir() and final.exists():
+                final.unlink()
+            os.replace(entry, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

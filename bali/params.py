@@ -1,0 +1,69 @@
+"""params.yaml sections, `-S section.key=value` overrides, and the resolved params saved beside outputs.
+
+Every stage reads `base` (seed, device) plus its own section and nothing else, so DVC's per-stage
+`params:` lists stay honest. Overrides use `dvc exp run -S` syntax; values are parsed as YAML so
+`-S umls_graph.languages=[ENG,FRE]` gives a list and `-S pretrain.lr=1e-4` a float.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import yaml
+
+from bali.io import write_json
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+def parse_override(text: str) -> tuple[list[str], object]:
+    if "=" not in text:
+        raise ValueError(f"override {text!r} is not of the form section.key=value")
+    key, _, raw = text.partition("=")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    return key.strip().split("."), value
+
+
+def load(section: str, overrides: list[str] | tuple[str, ...] = (), path: str | Path = DEFAULT_PARAMS) -> dict:
+    """Return {'base': {...}, **section} with overrides applied; unknown keys are an error (typos)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"params file {path} not found (run from the repository root or pass --params)")
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if section not in doc:
+        raise KeyError(f"{path}: no '{section}' section")
+    params = {"base": dict(doc.get("base") or {}), **dict(doc[section] or {})}
+    for text in overrides:
+        keys, value = parse_override(text)
+        if keys[0] == "base":
+            target, keys = params["base"], keys[1:]
+        elif keys[0] == section:
+            target, keys = params, keys[1:]
+        else:
+            raise KeyError(f"override {text!r} is not for section '{section}' or 'base'")
+        for k in keys[:-1]:
+            target = target.setdefault(k, {})
+        if not keys or keys[-1] not in target:
+            raise KeyError(f"override {text!r}: no such param in section '{section}' of {path}")
+        target[keys[-1]] = value
+    return params
+
+
+def stage_parser(doc: str, *positionals: tuple[str, str]) -> argparse.ArgumentParser:
+    """An argparse parser for a stage: its positionals, then -S overrides and --params."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, help_text in positionals:
+        ap.add_argument(name, help=help_text)
+    ap.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override a param, as `dvc exp run -S` does (repeatable)")
+    ap.add_argument("--params", default=str(DEFAULT_PARAMS), help="params file (default: %(default)s)")
+    return ap
+
+
+def save_resolved(params: dict, out_dir: str | Path, name: str = "params.json") -> Path:
+    return write_json(Path(out_dir) / name, params)
+
+
+def dumps(params: dict) -> str:
+    return json.dumps(params, indent=2, sort_keys=True, ensure_ascii=False)
