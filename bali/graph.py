@@ -3,8 +3,8 @@
 Edge direction: MRREL's row `CUI1 | REL | CUI2 | RELA` reads "CUI2 is REL/RELA of CUI1" (a PAR row
 says CUI2 is a parent of CUI1). An edge is written src = node(CUI2), dst = node(CUI1), so it reads
 "src REL/RELA dst": a CHD/isa row gives the edge child -> parent with rel CHD, rela isa. MRREL
-stores both directions, so the graph is effectively symmetric. Edges are sorted by (dst, src, rel,
-rela); of rows repeating one (CUI1, CUI2, REL, RELA) the first in MRREL is kept (its `sab`).
+stores both directions, so the graph is effectively symmetric. Edges are sorted by (dst, src,
+then MRREL order); of rows repeating one (CUI1, CUI2, REL, RELA) the first in MRREL is kept (its `sab`).
 
 Preferred name: the English atom ranked highest by (TS=P, STT=PF, ISPREF=Y), in that order of
 weight; ties go to the atom that comes first in MRCONSO. `names` keeps each distinct string once,
@@ -24,7 +24,7 @@ from bali import umls
 DEFAULTS = {
     "languages": ["ENG"], "sources_keep": [], "sources_drop": [], "suppress_drop": [],
     "rel_keep": [], "rel_drop": [], "rela_keep": [], "rela_drop": [], "self_loops": True,
-    "max_malformed_fraction": 0.001, "edge_partition_rows": 8_000_000,
+    "max_malformed_fraction": 0.001, "edge_partition_rows": 4_000_000,
 }
 EDGE_SCHEMA = {"src": pl.UInt32, "dst": pl.UInt32, "rel": pl.String, "rela": pl.String, "sab": pl.String}
 
@@ -111,19 +111,32 @@ def read_atoms(path: Path, report: umls.FileReport, p: dict) -> tuple[pl.DataFra
     return atoms, dropped | {"empty_str": kept.height - atoms.height}
 
 
-def build_nodes(atoms: pl.DataFrame, sty: pl.DataFrame | None) -> pl.DataFrame:
-    names = (atoms.lazy().group_by("cui", "str").agg(pl.col("ln").min(), pl.col("pref").max())
-             .sort("cui", "ln")
-             .group_by("cui", maintain_order=True)
-             .agg(name=pl.col("str").get(pl.col("pref").arg_max()), names=pl.col("str")))
-    if sty is not None:
-        types = sty.lazy().group_by("cui").agg(semantic_types=pl.col("tui").unique().sort())
-        names = names.join(types, on="cui", how="left", maintain_order="left")
-    else:
-        names = names.with_columns(semantic_types=pl.lit(None, dtype=pl.List(pl.String)))
-    return (names.with_columns(pl.col("semantic_types").fill_null(pl.lit([], dtype=pl.List(pl.String))))
-            .with_row_index("node_id").select("node_id", "cui", "name", "names", "semantic_types")
-            .collect())
+def first_of_key(key: list[str]) -> pl.Expr:
+    """On rows sorted by `key`, true for the first row of each run of equal keys."""
+    return pl.any_horizontal([pl.col(c).ne_missing(pl.col(c).shift(1)) for c in key])
+
+
+def build_nodes(atoms: pl.DataFrame) -> pl.DataFrame:
+    # Per distinct string: where it first appears (orders `names`) and its best-ranked atom
+    # (rank, then line: the key that picks the preferred name).
+    best = pl.col("pref") == pl.col("pref").max()
+    return (atoms.lazy().group_by("cui", "str")
+            .agg(pl.col("ln").min(), pl.col("pref").max(), best_ln=pl.col("ln").filter(best).min())
+            .sort("cui", "ln")
+            .group_by("cui", maintain_order=True)
+            .agg(name=pl.col("str").sort_by("pref", "best_ln", descending=[True, False]).first(), names=pl.col("str"))
+            .with_row_index("node_id").collect())
+
+
+def add_semantic_types(nodes: pl.DataFrame, sty: pl.LazyFrame | None, index: NodeIndex) -> pl.DataFrame:
+    empty = pl.lit([], dtype=pl.List(pl.String))
+    if sty is None:
+        return nodes.with_columns(semantic_types=empty)
+    types = (sty.select(index.ids("CUI").alias("node_id"), "TUI").drop_nulls().collect(engine="streaming")
+             .sort("node_id", "TUI").group_by("node_id", maintain_order=True)
+             .agg(semantic_types=pl.col("TUI").unique(maintain_order=True)))
+    return (nodes.join(types, on="node_id", how="left", maintain_order="left")
+            .with_columns(pl.col("semantic_types").fill_null(empty)))
 
 
 def write_edges(path: Path, report: umls.FileReport, p: dict, index: NodeIndex, out_dir: Path) -> dict:
@@ -144,7 +157,7 @@ def write_edges(path: Path, report: umls.FileReport, p: dict, index: NodeIndex, 
     ])
     lf = umls.scan(path, report, ["CUI1", "REL", "CUI2", "RELA", "SAB", "SUPPRESS"])
     lf = lf.with_columns(dst=index.ids("CUI1"), src=index.ids("CUI2"))
-    kept, counts = checks.plans(lf, ["ln", "src", "dst", *(pl.col(c).fill_null("").alias(c.lower())
+    kept, counts = checks.plans(lf, ["ln", "src", "dst", *(pl.col(c).fill_null("").cast(pl.Categorical).alias(c.lower())
                                                            for c in ("REL", "RELA", "SAB"))])
     n_parts = max(1, -(-report.lines // p["edge_partition_rows"]))
     block = max(1, -(-index.height // n_parts))
@@ -154,15 +167,18 @@ def write_edges(path: Path, report: umls.FileReport, p: dict, index: NodeIndex, 
     _, *counts = pl.collect_all([sink] + ([counts] if counts is not None else []), engine="streaming")
 
     # Sorted by key then line, the first row of each duplicate group is the one MRREL lists first.
-    key = ["dst", "src", "rel", "rela"]
-    first_of_key = pl.any_horizontal([pl.col(c).ne_missing(pl.col(c).shift(1)) for c in key])
+    # (REL, RELA) enter the key as one integer made of their category codes: equal strings, equal codes.
+    key = ["dst", "src", "rel_rela"]
+    rel_rela = pl.col("rel").to_physical().cast(pl.UInt64) * 2**32 + pl.col("rela").to_physical().cast(pl.UInt64)
     kept_rows = n_edges = self_loops = 0
     touched = np.zeros(index.height, dtype=bool)
     (out_dir / "edges.parquet").mkdir()
     for k in range(n_parts):
         files = sorted((scratch / f"part={k}").glob("*"))
-        rows = pl.concat([pl.read_ipc(f) for f in files]) if files else pl.DataFrame(schema={"ln": pl.UInt32, **EDGE_SCHEMA})
-        edges = rows.sort(*key, "ln").filter(first_of_key).select(*EDGE_SCHEMA)
+        rows = pl.concat([pl.read_ipc(f) for f in files]) if files else \
+            pl.DataFrame(schema={"ln": pl.UInt32, "src": pl.UInt32, "dst": pl.UInt32} | dict.fromkeys(("rel", "rela", "sab"), pl.Categorical))
+        edges = (rows.with_columns(rel_rela=rel_rela).sort(*key, "ln").filter(first_of_key(key))
+                 .sort("dst", "src", "ln").select(*(pl.col(c).cast(t) for c, t in EDGE_SCHEMA.items())))
         kept_rows, n_edges = kept_rows + rows.height, n_edges + edges.height
         self_loops += int((edges["src"] == edges["dst"]).sum())
         touched[edges["src"].to_numpy()] = touched[edges["dst"].to_numpy()] = True
@@ -188,22 +204,21 @@ def build(meta_dir: str | Path, params: dict, out_dir: Path) -> dict:
 
     steps.set_postfix_str("reading MRCONSO")
     atoms, atoms_dropped = read_atoms(paths[0], reports["MRCONSO.RRF"], p)
-    sty = None
-    if paths[2] is not None:
-        sty = (umls.scan(paths[2], reports["MRSTY.RRF"], ["CUI", "TUI"]).drop_nulls()
-               .select(pl.col("CUI").alias("cui"), pl.col("TUI").alias("tui")).collect(engine="streaming"))
     steps.update()
     steps.set_postfix_str("building nodes")
-    nodes = build_nodes(atoms, sty)
-    codes = (atoms.lazy().filter(pl.col("code").is_not_null()).select("sab", "code", "cui").unique()
-             .sort("sab", "code", "cui").collect())
+    nodes = build_nodes(atoms)
+    index = NodeIndex(nodes)
+    sty = umls.scan(paths[2], reports["MRSTY.RRF"], ["CUI", "TUI"]) if paths[2] else None
+    nodes = add_semantic_types(nodes, sty, index).select("node_id", "cui", "name", "names", "semantic_types")
+    key = ["sab", "code", "cui"]
+    codes = atoms.lazy().filter(pl.col("code").is_not_null()).select(key).sort(key).filter(first_of_key(key)).collect()
     for name, table in (("nodes", nodes), ("codes", codes)):
         table.write_parquet(out_dir / f"{name}.parquet", compression="zstd", statistics=False)
     n_atoms, n_codes, n_names = atoms.height, codes.height, int(nodes["names"].list.len().sum() or 0)
-    del atoms, sty, codes
+    del atoms, codes
     steps.update()
     steps.set_postfix_str("reading MRREL")
-    e = write_edges(paths[1], reports["MRREL.RRF"], p, NodeIndex(nodes), out_dir)
+    e = write_edges(paths[1], reports["MRREL.RRF"], p, index, out_dir)
     steps.update()
     steps.close()
 

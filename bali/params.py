@@ -7,7 +7,7 @@ Every stage reads `base` (seed, device) plus its own section and nothing else, s
 from __future__ import annotations
 
 import argparse
-import json
+import re
 from pathlib import Path
 
 import yaml
@@ -15,6 +15,7 @@ import yaml
 from bali.io import write_json
 
 DEFAULT_PARAMS = Path("params.yaml")
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
@@ -22,6 +23,8 @@ def parse_override(text: str) -> tuple[list[str], object]:
         raise ValueError(f"override {text!r} is not of the form section.key=value")
     key, _, raw = text.partition("=")
     value = yaml.safe_load(raw) if raw.strip() else ""
+    if isinstance(value, str) and _FLOAT.fullmatch(value):  # YAML 1.1 reads 1e-4 as a string; DVC does not
+        value = float(value)
     return key.strip().split("."), value
 
 
@@ -61,9 +64,6 @@ def stage_parser(doc: str, *positionals: tuple[str, str]) -> argparse.ArgumentPa
     return ap
 
 
-def save_resolved(params: dict, out_dir: str | Path, name: str = "params.json") -> Path:
-    return write_json(Path(out_dir) / name, params)
-
-
-def dumps(params: dict) -> str:
-    return json.dumps(params, indent=2, sort_keys=True, ensure_ascii=False)
+def save_resolved(params: dict, out_dir: str | Path, **inputs: str) -> Path:
+    """Write the params a stage ran with (after overrides) and its inputs beside its outputs."""
+    return write_json(Path(out_dir) / "params.json", {"params": params, "inputs": inputs})

@@ -30,20 +30,19 @@ def pandas_graph(meta: Path, out: Path) -> None:
     conso.columns = ["cui", "lat", "ts", "stt", "ispref", "str"]
     conso = conso[(conso.lat == "ENG") & (conso.str != "")]
     conso["pref"] = (conso.ts == "P") * 4 + (conso.stt == "PF") * 2 + (conso.ispref == "Y") * 1
-    best = conso.groupby(["cui", "str"], sort=False)["pref"].max()
-    conso = conso.drop_duplicates(["cui", "str"]).drop(columns="pref").join(best, on=["cui", "str"])
     conso = conso.sort_values("cui", kind="stable")
     name = conso.loc[conso.groupby("cui", sort=True)["pref"].idxmax(), ["cui", "str"]].set_index("cui")["str"]
-    names = conso.groupby("cui", sort=True)["str"].agg(list)
+    names = conso.drop_duplicates(["cui", "str"]).groupby("cui", sort=True)["str"].agg(list)
     nodes = pd.DataFrame({"cui": names.index, "name": name.reindex(names.index).values, "names": names.values})
     node_id = pd.Series(range(len(nodes)), index=nodes.cui)
 
     rel = pd.read_csv(meta / "MRREL.RRF", usecols=[0, 3, 4, 7, 10], **read)
     rel.columns = ["cui1", "rel", "cui2", "rela", "sab"]
+    rel["ln"] = range(len(rel))
     rel = rel.drop_duplicates(["cui1", "cui2", "rel", "rela"])
     rel["src"], rel["dst"] = rel.cui2.map(node_id), rel.cui1.map(node_id)
     rel = rel.dropna(subset=["src", "dst"]).astype({"src": "int64", "dst": "int64"})
-    edges = rel[["src", "dst", "rel", "rela", "sab"]].sort_values(["dst", "src", "rel", "rela"]).reset_index(drop=True)
+    edges = rel.sort_values(["dst", "src", "ln"])[["src", "dst", "rel", "rela", "sab"]].reset_index(drop=True)
     out.mkdir(parents=True, exist_ok=True)
     nodes.to_parquet(out / "nodes.parquet")
     edges.to_parquet(out / "edges.parquet")

@@ -24,7 +24,7 @@ def main(argv=None):
         with atomic_outputs(args.out_dir) as tmp:
             stats = graph.build(args.meta_dir, p, tmp)
             write_json(tmp / "stats.json", stats)
-            params.save_resolved(p, tmp)
+            params.save_resolved(p, tmp, meta_dir=str(args.meta_dir))
     except MalformedInputError as e:
         sys.exit(f"umls_graph: {e}")
     print(f"umls_graph: {stats['nodes']:,} nodes, {stats['edges']:,} edges, "

