@@ -14,6 +14,7 @@ Obsolete terms are left out, and so are is_a links to them.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -162,3 +163,15 @@ def write_rrf(terms: list[Term], meta_dir: Path) -> dict:
         "synthetic_cuis": sum(1 for c in concept_type if c.startswith("CHP")),
         "mrconso_rows": len(conso), "mrrel_rows": len(mrrel), "mrsty_rows": len(mrsty),
     }
+
+
+def write_corpus(terms: list[Term], path: Path) -> int:
+    """The demo corpus: one document per live term with a definition (id, title = name, abstract =
+    definition), as JSON Lines. The definitions are short and real; a real user points the corpus
+    stage at PubMed."""
+    docs = [{"id": t.id, "title": t.name, "abstract": t.definition}
+            for t in sorted(terms, key=lambda t: t.id) if not t.obsolete and t.definition]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.writelines(json.dumps(d, ensure_ascii=False) + "\n" for d in docs)
+    return len(docs)

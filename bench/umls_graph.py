@@ -78,6 +78,11 @@ def same_graph(a: Path, b: Path) -> bool:
     return nodes_ok and ea.select(cols).equals(eb.select(cols))
 
 
+def count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(16 << 20), b""))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--concepts", type=int, default=1_000_000)
@@ -94,7 +99,7 @@ def main():
     if not (meta / "MRREL.RRF").exists():
         print(f"generating {a.concepts:,} concepts into {meta} ...", flush=True)
         subprocess.run([sys.executable, str(GEN_RRF), str(meta), "--concepts", str(a.concepts)], check=True)
-    rows = {f: sum(1 for _ in open(meta / f, "rb")) for f in ("MRCONSO.RRF", "MRREL.RRF")}
+    rows = {f: count_lines(meta / f) for f in ("MRCONSO.RRF", "MRREL.RRF")}
     n_rows = sum(rows.values())
     gib = sum((meta / f).stat().st_size for f in rows) / 2**30
     print(f"input: {rows['MRCONSO.RRF']:,} MRCONSO + {rows['MRREL.RRF']:,} MRREL rows ({gib:.2f} GiB)")
