@@ -10,6 +10,7 @@ adds shards without touching the others' content.
 from __future__ import annotations
 
 import glob
+import shutil
 import sys
 from pathlib import Path
 
@@ -88,9 +89,10 @@ class Collector:
     def parse(self, fi: int, path: Path) -> None:
         stem = path.name.split(".")[0]
         docs, anns, ids, kinds = [], [], [], []
-        if path.stat().st_size == 0:
+        empty = path.stat().st_size == 0
+        if empty:
             self._error(RecordError(f"{path}: line 1", "empty file"))
-        for pos, item in enumerate(READERS[detect_format(path)](path)):
+        for pos, item in enumerate([] if empty else READERS[detect_format(path)](path)):
             if isinstance(item, RecordError):
                 self._error(item)
             elif isinstance(item, Deletion):
@@ -138,6 +140,13 @@ def survivors(events: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
 def build(inputs: list[Path], out_dir: Path, p: dict) -> dict:
     scratch = out_dir / ".scratch"
     scratch.mkdir()
+    try:
+        return _build(inputs, out_dir, scratch, p)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _build(inputs: list[Path], out_dir: Path, scratch: Path, p: dict) -> dict:
     col = Collector(scratch, p["shard_documents"])
     for fi, path in enumerate(tqdm(inputs, desc="corpus: parse", unit="file", disable=None)):
         col.parse(fi, path)

@@ -35,7 +35,7 @@ def _records(stream, path: Path) -> Iterator[tuple[int, bytes] | RecordError]:
     buf, line, seen_root, eof = b"", 1, False, False
     while not eof:
         try:
-            chunk = stream.read(CHUNK)
+            chunk = stream.read1(CHUNK)  # what is there: a truncated gzip loses only its tail
         except GZIP_ERRORS as e:
             yield RecordError(f"{path}: line {line}", f"truncated or corrupt gzip stream ({e})")
             return

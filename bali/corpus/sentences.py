@@ -4,7 +4,7 @@ the splits biomedical text gets wrong.
 A document is split segment by segment (the title, each labelled abstract section), so a sentence
 never spans the title and the abstract. Rules applied to every sentence start the model predicts:
 - never after an abbreviation (`vs.`, `e.g.`, `i.v.`, `et al.`, `Dr.`, `U.S.`, `Fig.` …);
-- never after a token that cannot end a sentence (`p < 0.05`: a start needs `.`, `!`, `?` or `:`
+- never after a token that cannot end a sentence (`p < 0.05`, `RESULTS:`: a start needs `.`, `!`, `?`
   before it, possibly followed by a closing quote or bracket);
 - never at a lower-case word right after a short dotted token (`5 mg i.v. daily`, `approx. two`).
 """
@@ -19,7 +19,7 @@ eq. eqs. ref. refs. no. nos. vol. pp. p. ed. eds. st. jr. sr. inc. ltd. co. corp
 i.v. i.m. i.p. s.c. p.o. b.i.d. t.i.d. q.i.d. q.d. u.s. u.k. e.u. u.s.a. sp. spp. var. subsp. min.
 max. mol. wt. conc. resp. temp.
 """.split())
-_CAN_END = re.compile(r"[.!?:][\"'”’)\]]*$")
+_CAN_END = re.compile(r"[.!?][\"'”’)\]]*$")
 _WORD_BEFORE = re.compile(r"(\S+)\s*$")
 
 
