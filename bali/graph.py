@@ -3,8 +3,8 @@
 Edge direction: MRREL's row `CUI1 | REL | CUI2 | RELA` reads "CUI2 is REL/RELA of CUI1" (a PAR row
 says CUI2 is a parent of CUI1). An edge is written src = node(CUI2), dst = node(CUI1), so it reads
 "src REL/RELA dst": a CHD/isa row gives the edge child -> parent with rel CHD, rela isa. MRREL
-stores both directions, so the graph is effectively symmetric. Edges are sorted by (dst, src,
-then MRREL order); of rows repeating one (CUI1, CUI2, REL, RELA) the first in MRREL is kept (its `sab`).
+stores both directions, so the graph is effectively symmetric. Edges are sorted by (dst, src, rel,
+rela); of rows repeating one (CUI1, CUI2, REL, RELA) the first in MRREL is kept (its `sab`).
 
 Preferred name: the English atom ranked highest by (TS=P, STT=PF, ISPREF=Y), in that order of
 weight; ties go to the atom that comes first in MRCONSO. `names` keeps each distinct string once,
@@ -117,15 +117,11 @@ def first_of_key(key: list[str]) -> pl.Expr:
 
 
 def build_nodes(atoms: pl.DataFrame) -> pl.DataFrame:
-    # Per distinct string: where it first appears (orders `names`) and its best-ranked atom
-    # (rank, then line: the key that picks the preferred name).
-    best = pl.col("pref") == pl.col("pref").max()
-    return (atoms.lazy().group_by("cui", "str")
-            .agg(pl.col("ln").min(), pl.col("pref").max(), best_ln=pl.col("ln").filter(best).min())
-            .sort("cui", "ln")
-            .group_by("cui", maintain_order=True)
-            .agg(name=pl.col("str").sort_by("pref", "best_ln", descending=[True, False]).first(), names=pl.col("str"))
-            .with_row_index("node_id").collect())
+    # The preferred name's atom has the highest rank, then the lowest line: one integer key.
+    key = pl.col("pref").cast(pl.UInt64) * 2**32 + (2**32 - 1 - pl.col("ln").cast(pl.UInt64))
+    return (atoms.lazy().group_by("cui")
+            .agg(name=pl.col("str").get(key.arg_max()), names=pl.col("str").unique(maintain_order=True))
+            .sort("cui").with_row_index("node_id").collect())
 
 
 def add_semantic_types(nodes: pl.DataFrame, sty: pl.LazyFrame | None, index: NodeIndex) -> pl.DataFrame:
@@ -166,10 +162,9 @@ def write_edges(path: Path, report: umls.FileReport, p: dict, index: NodeIndex, 
                          lazy=True, mkdir=True, compression="uncompressed")
     _, *counts = pl.collect_all([sink] + ([counts] if counts is not None else []), engine="streaming")
 
-    # Sorted by key then line, the first row of each duplicate group is the one MRREL lists first.
-    # (REL, RELA) enter the key as one integer made of their category codes: equal strings, equal codes.
-    key = ["dst", "src", "rel_rela"]
-    rel_rela = pl.col("rel").to_physical().cast(pl.UInt64) * 2**32 + pl.col("rela").to_physical().cast(pl.UInt64)
+    # Sorted by key then line, the first row of each duplicate group is the one MRREL lists first
+    # (categoricals sort by their strings, so the order does not depend on category codes).
+    key = ["dst", "src", "rel", "rela"]
     kept_rows = n_edges = self_loops = 0
     touched = np.zeros(index.height, dtype=bool)
     (out_dir / "edges.parquet").mkdir()
@@ -177,8 +172,7 @@ def write_edges(path: Path, report: umls.FileReport, p: dict, index: NodeIndex, 
         files = sorted((scratch / f"part={k}").glob("*"))
         rows = pl.concat([pl.read_ipc(f) for f in files]) if files else \
             pl.DataFrame(schema={"ln": pl.UInt32, "src": pl.UInt32, "dst": pl.UInt32} | dict.fromkeys(("rel", "rela", "sab"), pl.Categorical))
-        edges = (rows.with_columns(rel_rela=rel_rela).sort(*key, "ln").filter(first_of_key(key))
-                 .sort("dst", "src", "ln").select(*(pl.col(c).cast(t) for c, t in EDGE_SCHEMA.items())))
+        edges = rows.sort(*key, "ln").filter(first_of_key(key)).select(*(pl.col(c).cast(t) for c, t in EDGE_SCHEMA.items()))
         kept_rows, n_edges = kept_rows + rows.height, n_edges + edges.height
         self_loops += int((edges["src"] == edges["dst"]).sum())
         touched[edges["src"].to_numpy()] = touched[edges["dst"].to_numpy()] = True
@@ -206,16 +200,18 @@ def build(meta_dir: str | Path, params: dict, out_dir: Path) -> dict:
     atoms, atoms_dropped = read_atoms(paths[0], reports["MRCONSO.RRF"], p)
     steps.update()
     steps.set_postfix_str("building nodes")
-    nodes = build_nodes(atoms)
+    key = ["sab", "code", "cui"]
+    codes = atoms.lazy().filter(pl.col("code").is_not_null()).select(key).sort(key).filter(first_of_key(key)).collect()
+    codes.write_parquet(out_dir / "codes.parquet", compression="zstd", statistics=False)
+    n_atoms, n_codes = atoms.height, codes.height
+    del codes
+    nodes = build_nodes(atoms.drop("sab", "code"))
+    del atoms
     index = NodeIndex(nodes)
     sty = umls.scan(paths[2], reports["MRSTY.RRF"], ["CUI", "TUI"]) if paths[2] else None
     nodes = add_semantic_types(nodes, sty, index).select("node_id", "cui", "name", "names", "semantic_types")
-    key = ["sab", "code", "cui"]
-    codes = atoms.lazy().filter(pl.col("code").is_not_null()).select(key).sort(key).filter(first_of_key(key)).collect()
-    for name, table in (("nodes", nodes), ("codes", codes)):
-        table.write_parquet(out_dir / f"{name}.parquet", compression="zstd", statistics=False)
-    n_atoms, n_codes, n_names = atoms.height, codes.height, int(nodes["names"].list.len().sum() or 0)
-    del atoms, codes
+    nodes.write_parquet(out_dir / "nodes.parquet", compression="zstd", statistics=False)
+    n_names = int(nodes["names"].list.len().sum() or 0)
     steps.update()
     steps.set_postfix_str("reading MRREL")
     e = write_edges(paths[1], reports["MRREL.RRF"], p, index, out_dir)

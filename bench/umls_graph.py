@@ -38,11 +38,10 @@ def pandas_graph(meta: Path, out: Path) -> None:
 
     rel = pd.read_csv(meta / "MRREL.RRF", usecols=[0, 3, 4, 7, 10], **read)
     rel.columns = ["cui1", "rel", "cui2", "rela", "sab"]
-    rel["ln"] = range(len(rel))
     rel = rel.drop_duplicates(["cui1", "cui2", "rel", "rela"])
     rel["src"], rel["dst"] = rel.cui2.map(node_id), rel.cui1.map(node_id)
     rel = rel.dropna(subset=["src", "dst"]).astype({"src": "int64", "dst": "int64"})
-    edges = rel.sort_values(["dst", "src", "ln"])[["src", "dst", "rel", "rela", "sab"]].reset_index(drop=True)
+    edges = rel[["src", "dst", "rel", "rela", "sab"]].sort_values(["dst", "src", "rel", "rela"]).reset_index(drop=True)
     out.mkdir(parents=True, exist_ok=True)
     nodes.to_parquet(out / "nodes.parquet")
     edges.to_parquet(out / "edges.parquet")
@@ -83,11 +82,27 @@ def count_lines(path: Path) -> int:
         return sum(block.count(b"\n") for block in iter(lambda: f.read(16 << 20), b""))
 
 
+def truncated_mrrel(meta: Path, n: int) -> Path:
+    """A sibling META folder with the same MRCONSO and MRSTY (links) and the first n MRREL rows."""
+    out = meta.with_name(f"{meta.name}-rel{n}")
+    if not (out / "MRREL.RRF").exists():
+        out.mkdir(exist_ok=True)
+        for f in ("MRCONSO.RRF", "MRSTY.RRF"):
+            if not (out / f).exists():
+                (out / f).symlink_to(meta / f)
+        with open(meta / "MRREL.RRF", "rb") as src, open(out / "MRREL.RRF.tmp", "wb") as dst:
+            dst.writelines(line for _, line in zip(range(n), src))
+        (out / "MRREL.RRF.tmp").rename(out / "MRREL.RRF")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--concepts", type=int, default=1_000_000)
     ap.add_argument("--workdir", default="/tmp/bali-bench")
     ap.add_argument("--skip-pandas", action="store_true", help="only the stage (for full-release scale)")
+    ap.add_argument("--mrrel-rows", type=int, help="keep only the first N MRREL rows (same concepts, fewer "
+                    "relations: shows that peak RSS does not follow MRREL)")
     ap.add_argument("--child", choices=["bali", "pandas"], help=argparse.SUPPRESS)
     ap.add_argument("--meta", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -99,6 +114,8 @@ def main():
     if not (meta / "MRREL.RRF").exists():
         print(f"generating {a.concepts:,} concepts into {meta} ...", flush=True)
         subprocess.run([sys.executable, str(GEN_RRF), str(meta), "--concepts", str(a.concepts)], check=True)
+    if a.mrrel_rows:
+        meta = truncated_mrrel(meta, a.mrrel_rows)
     rows = {f: count_lines(meta / f) for f in ("MRCONSO.RRF", "MRREL.RRF")}
     n_rows = sum(rows.values())
     gib = sum((meta / f).stat().st_size for f in rows) / 2**30
@@ -106,15 +123,15 @@ def main():
 
     figures = {"concepts": a.concepts, "mrconso_rows": rows["MRCONSO.RRF"], "mrrel_rows": rows["MRREL.RRF"]}
     for impl in ("bali",) + (() if a.skip_pandas else ("pandas",)):
-        r = run(impl, meta, Path(a.workdir) / f"out-{impl}-{a.concepts}")
+        r = run(impl, meta, Path(a.workdir) / f"out-{impl}-{meta.name}")
         figures[impl] = {**r, "rows_per_s": n_rows / r["seconds"]}
         print(f"{impl:7s} {r['seconds']:8.1f} s  {n_rows / r['seconds']:>12,.0f} rows/s  peak RSS {r['peak_rss_gb']:.2f} GiB")
     if not a.skip_pandas:
         b, p = figures["bali"], figures["pandas"]
         figures["speedup"] = b["rows_per_s"] / p["rows_per_s"]
         figures["rss_ratio"] = b["peak_rss_gb"] / p["peak_rss_gb"]
-        figures["same_graph"] = same_graph(Path(a.workdir) / f"out-bali-{a.concepts}",
-                                           Path(a.workdir) / f"out-pandas-{a.concepts}")
+        figures["same_graph"] = same_graph(Path(a.workdir) / f"out-bali-{meta.name}",
+                                           Path(a.workdir) / f"out-pandas-{meta.name}")
         print(f"bali vs pandas: {figures['speedup']:.1f}x rows/s, {figures['rss_ratio']:.2f}x peak RSS, "
               f"same graph: {figures['same_graph']}")
     print(json.dumps(figures))

@@ -79,3 +79,10 @@ def test_demo_graph_from_hpo(tmp_path):
     isa = edges.filter(pl.col("rela") == "isa").select("src", "dst")
     inverse = edges.filter(pl.col("rela") == "inverse_isa").select(src="dst", dst="src")
     assert isa.sort("src", "dst").equals(inverse.sort("src", "dst"))
+    # A second run from scratch gives the same bytes, inputs and outputs alike.
+    run_stage("demo_data", tmp_path / "demo2")
+    run_stage("umls_graph", tmp_path / "demo2" / "META", tmp_path / "graph2")
+    for f in ["META/MRCONSO.RRF", "META/MRREL.RRF", "META/MRSTY.RRF", "corpus.jsonl", "stats.json"]:
+        assert (tmp_path / "demo" / f).read_bytes() == (tmp_path / "demo2" / f).read_bytes(), f
+    for f in ["nodes.parquet", "codes.parquet", "edges.parquet/part-00000.parquet", "stats.json"]:
+        assert (tmp_path / "graph" / f).read_bytes() == (tmp_path / "graph2" / f).read_bytes(), f

@@ -108,7 +108,9 @@ class SentenceSplitter:
         """For each (text, segment spans): the sentence spans, as offsets into text."""
         pieces = [(d, s, text[s:e]) for d, (text, segs) in enumerate(docs) for s, e in segs]
         texts = [p[2] for p in pieces]
-        jobs = [(texts[i:i + self.chunk], self.batch_size) for i in range(0, len(texts), self.chunk)]
+        # Jobs small enough that every worker gets some even from a small input file.
+        size = max(16, min(self.chunk, -(-len(texts) // (4 * max(1, self.processes)))))
+        jobs = [(texts[i:i + size], self.batch_size) for i in range(0, len(texts), size)]
         results = self._pool.imap(_split_segments, jobs) if self._pool else map(_split_segments, jobs)
         out: list[list[tuple[int, int]]] = [[] for _ in docs]
         flat = (spans for chunk in results for spans in chunk)
