@@ -1,0 +1,45 @@
+"""Pre-tagged mentions (PubTator gold, BERN2-style ids such as MESH:D003550, OMIM:…, HP:…) mapped to
+UMLS concepts through MRCONSO's (SAB, CODE) -> CUI table (codes.parquet of the graph stage).
+
+`sources` maps an id prefix to the UMLS source that holds its codes; the prefix is kept in the CODE
+for sources that write it there (HPO codes are `HP:0000118`, HGNC codes `HGNC:5`). `UMLS:C…` ids are
+CUIs already. An id whose prefix has no source, or whose code is not in the table, is counted by
+prefix, never guessed.
+"""
+from __future__ import annotations
+
+import polars as pl
+
+
+def id_table(ids: pl.Series, codes: pl.DataFrame, sources: dict, keep_prefix: list) -> pl.DataFrame:
+    """id -> cui rows for the distinct ids given."""
+    frame = pl.DataFrame({"id": ids.unique()}).with_columns(
+        prefix=pl.col("id").str.split_exact(":", 1).struct.field("field_0"),
+        local=pl.col("id").str.splitn(":", 2).struct.field("field_1"))
+    direct = frame.filter(pl.col("prefix") == "UMLS").select("id", cui=pl.col("local"))
+    coded = frame.filter(pl.col("prefix") != "UMLS").with_columns(
+        sab=pl.col("prefix").replace_strict(sources, default=None),
+        code=pl.when(pl.col("prefix").is_in(keep_prefix)).then(pl.col("id")).otherwise(pl.col("local")))
+    via = coded.join(codes, on=["sab", "code"], how="inner").select("id", "cui")
+    return pl.concat([direct, via]).unique().sort("id", "cui")
+
+
+def mentions(annotations: pl.DataFrame, sentences: pl.DataFrame, nodes: pl.DataFrame, codes: pl.DataFrame,
+             sources: dict, keep_prefix: list, stats: dict) -> pl.DataFrame:
+    """One row per (mention, concept) in sentence offsets; counts what could not be linked."""
+    ann = annotations.with_row_index("mention").explode("ids").rename({"ids": "id"}).drop_nulls("id")
+    table = id_table(ann["id"], codes, sources, keep_prefix)
+    linked = ann.join(table, on="id", how="left").join(nodes.select("cui", "node_id"), on="cui", how="left")
+    unmapped = linked.filter(pl.col("node_id").is_null()).with_columns(
+        prefix=pl.col("id").str.split_exact(":", 1).struct.field("field_0"))
+    for prefix, n in unmapped.group_by("prefix").len().iter_rows():
+        stats["ids_not_linked"][prefix] = stats["ids_not_linked"].get(prefix, 0) + n
+    linked = linked.filter(pl.col("node_id").is_not_null())
+    sents = sentences.select("doc_id", "sent_id", s_start="start", s_end="end", sentence="text")
+    placed = (linked.join(sents, on="doc_id", how="inner")
+              .filter((pl.col("start") >= pl.col("s_start")) & (pl.col("end") <= pl.col("s_end"))))
+    stats["mentions_across_sentences"] += linked["mention"].n_unique() - placed["mention"].n_unique()
+    return (placed.select("doc_id", "sent_id", start=pl.col("start") - pl.col("s_start"),
+                          end=pl.col("end") - pl.col("s_start"), text="text", cui="cui", node_id="node_id",
+                          score=pl.lit(1.0), method=pl.lit("pretagged"))
+            .unique(["doc_id", "sent_id", "start", "end", "node_id"], maintain_order=True))
