@@ -19,8 +19,6 @@ def _detector():
         import spacy
         from scispacy.abbreviation import AbbreviationDetector  # noqa: F401  (registers the factory)
 
-        # scispaCy's detector runs a Matcher it never fills, and spaCy warns about it on every doc.
-        warnings.filterwarnings("ignore", message=r"\[W036\]")
         _NLP = spacy.blank("en")
         _NLP.add_pipe("abbreviation_detector")
     return _NLP
@@ -30,7 +28,9 @@ def find(text: str) -> list[tuple[int, int, int, int]]:
     """(short start, short end, long start, long end) for every use of every defined short form."""
     if not _CANDIDATE.search(text):
         return []
-    doc = _detector()(text)
+    with warnings.catch_warnings():  # scispaCy runs a Matcher it never fills; spaCy warns on every doc
+        warnings.filterwarnings("ignore", message=r"\[W036\]")
+        doc = _detector()(text)
     return [(a.start_char, a.end_char, a._.long_form.start_char, a._.long_form.end_char) for a in doc._.abbreviations]
 
 

@@ -5,7 +5,8 @@ normalised character maps back to an offset in the original), case folding, and 
 hyphen read as a space ("non-small-cell" = "non small cell"); then tokens are runs of word
 characters or single punctuation marks, so a match always starts and ends at a token boundary.
 
-The index holds, per distinct token sequence of a name, a 64-bit polynomial hash of its token ids;
+The index holds, per distinct token sequence of a name, a 64-bit polynomial hash of its token ids
+(two different sequences sharing a hash, odds ~1e-6 for 10 M names, would leave one unmatched);
 text is matched by hashing every window of up to `max_tokens` tokens of a sentence at once
 (numpy) and looking the hashes up in the sorted array, then checking the token ids of each hit.
 Memory is a few bytes per name token (no character trie), so millions of names fit in a few GB.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +24,6 @@ import polars as pl
 _DASHES = dict.fromkeys(map(ord, "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63\uff0d"), " ")
 TOKEN = re.compile(r"\w+|[^\w\s]")
 P = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the polynomial hash (mod 2**64)
-MASK = (1 << 64) - 1
 
 
 def normalise(text: str) -> tuple[str, list[int] | None]:
@@ -47,13 +46,6 @@ def tokens(text: str) -> list[tuple[str, int, int]]:
     return [(m.group(), offsets[m.start()], offsets[m.end() - 1] + 1) for m in TOKEN.finditer(norm)]
 
 
-def seq_hash(ids) -> int:
-    h = 0
-    for t in ids:
-        h = (h * int(P) + t + 1) & MASK
-    return h
-
-
 @dataclass
 class Match:
     sentence: int  # index into the batch
@@ -62,61 +54,67 @@ class Match:
     key: int  # index of the matched name key
 
 
+def tokenise_all(texts: pl.Series) -> pl.Series:
+    """`tokens` for many strings at once: polars for ASCII strings (the same rules), Python for the rest."""
+    fast = texts.str.to_lowercase().str.replace_all("-", " ", literal=True).str.extract_all(TOKEN.pattern)
+    other = ~texts.str.contains(r"^[\x00-\x7F]*$")
+    if not other.any():
+        return fast
+    slow = pl.DataFrame({"i": other.arg_true(), "slow": pl.Series([[t for t, _, _ in tokens(x)]
+                                                                  for x in texts.filter(other)], dtype=pl.List(pl.String))})
+    return (pl.DataFrame({"fast": fast}).with_row_index("i").join(slow, on="i", how="left", maintain_order="left")
+            .select(pl.coalesce("slow", "fast"))).to_series()
+
+
 class DictionaryIndex:
-    """Distinct normalised names -> the nodes that have them."""
+    """Distinct normalised names -> the nodes that have them (built with polars and numpy, no
+    per-name Python objects, so 10 M names fit in a few GB)."""
 
     def __init__(self, nodes: pl.DataFrame, min_length: int = 3, max_tokens: int = 12, stopwords=(),
                  exclude=()):
         from spacy.lang.en.stop_words import STOP_WORDS
 
-        stop = {w.lower() for w in STOP_WORDS} | {w.lower() for w in stopwords}
-        excluded = {" ".join(t for t, _, _ in tokens(x)) for x in exclude}
-        self.vocab: dict[str, int] = {}
-        keys: dict[int, int] = {}  # hash -> key index
-        seq_ids, seq_ptr = array("I"), [0]
-        pairs_key, pairs_node, pairs_pref = array("I"), array("I"), array("b")
-        self.stats = {"names": 0, "too_short": 0, "stopword": 0, "excluded": 0, "too_long": 0}
-        for node_id, name, names in nodes.select("node_id", "name", "names").iter_rows():
-            for text in names:
-                self.stats["names"] += 1
-                toks = [t for t, _, _ in tokens(text)]
-                joined = " ".join(toks)
-                if len(joined) < min_length:
-                    self.stats["too_short"] += 1
-                    continue
-                if all(t in stop or not t.isalnum() for t in toks):
-                    self.stats["stopword"] += 1
-                    continue
-                if joined in excluded:
-                    self.stats["excluded"] += 1
-                    continue
-                if len(toks) > max_tokens:
-                    self.stats["too_long"] += 1
-                    continue
-                ids = [self.vocab.setdefault(t, len(self.vocab)) for t in toks]
-                h = seq_hash(ids)
-                key = keys.get(h)
-                if key is None:
-                    key = keys[h] = len(keys)
-                    seq_ids.extend(ids)
-                    seq_ptr.append(len(seq_ids))
-                pairs_key.append(key)
-                pairs_node.append(node_id)
-                pairs_pref.append(text == name)
-        hashes = np.fromiter(keys.keys(), dtype=np.uint64, count=len(keys))
-        self.order = np.argsort(hashes)
-        self.hashes = hashes[self.order]
-        self.seq_ids, self.seq_ptr = np.frombuffer(seq_ids, dtype=np.uint32), np.asarray(seq_ptr, dtype=np.int64)
-        pairs = (pl.DataFrame({"key": np.frombuffer(pairs_key, dtype=np.uint32),
-                               "node_id": np.frombuffer(pairs_node, dtype=np.uint32),
-                               "pref": np.frombuffer(pairs_pref, dtype=np.int8).astype(bool)})
+        stop = sorted({w.lower() for w in STOP_WORDS} | {w.lower() for w in stopwords})
+        excluded = sorted({" ".join(t for t, _, _ in tokens(x)) for x in exclude})
+        names = (nodes.select("node_id", "name", text="names").explode("text").drop_nulls("text")
+                 .select("node_id", "text", pref=pl.col("text") == pl.col("name")))
+        names = names.with_columns(toks=tokenise_all(names["text"])).drop("text")
+        joined = pl.col("toks").list.join(" ")
+        reason = (pl.when(joined.str.len_chars() < min_length).then(pl.lit("too_short"))
+                  .when(pl.col("toks").list.eval(pl.element().is_in(stop) | ~pl.element().str.contains(r"^[^\W_]+$"))
+                        .list.all()).then(pl.lit("stopword"))
+                  .when(joined.is_in(excluded)).then(pl.lit("excluded"))
+                  .when(pl.col("toks").list.len() > max_tokens).then(pl.lit("too_long")))
+        names = names.with_columns(reason.alias("reason"))
+        self.stats = {"names": names.height, "too_short": 0, "stopword": 0, "excluded": 0, "too_long": 0}
+        self.stats.update(names.group_by("reason").len().drop_nulls().iter_rows())
+        names = names.filter(pl.col("reason").is_null()).drop("reason")
+
+        n = names["toks"].list.len().to_numpy().astype(np.int64)
+        flat = names["toks"].explode()
+        names = names.select("node_id", "pref")
+        vocab = flat.unique(maintain_order=True)
+        self.vocab = dict(zip(vocab.to_list(), range(len(vocab))))
+        ids = flat.replace_strict(vocab, pl.int_range(len(vocab), eager=True), return_dtype=pl.UInt32).to_numpy()
+        del flat
+        ptr = np.concatenate([[0], np.cumsum(n)])
+        pos_from_end = np.repeat(ptr[1:], n) - 1 - np.arange(ptr[-1])
+        powers = np.ones(max_tokens + 1, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for i in range(1, max_tokens + 1):
+                powers[i] = powers[i - 1] * P
+            h = np.add.reduceat((ids.astype(np.uint64) + np.uint64(1)) * powers[pos_from_end], ptr[:-1]) \
+                if len(ids) else np.zeros(0, np.uint64)  # sum of (id+1) * P**(tokens after it), mod 2**64
+        self.hashes, first, key = np.unique(h, return_index=True, return_inverse=True)
+        lengths = n[first]
+        self.seq_ptr = np.concatenate([[0], np.cumsum(lengths)])
+        self.seq_ids = ids[np.repeat(ptr[first] - self.seq_ptr[:-1], lengths) + np.arange(self.seq_ptr[-1])]
+        pairs = (pl.DataFrame({"key": key.astype(np.uint32), "node_id": names["node_id"], "pref": names["pref"]})
                  .group_by("key", "node_id").agg(pl.col("pref").any()).sort("key", "node_id"))
-        self.node_key = pairs["key"].to_numpy()
-        self.node_ids = pairs["node_id"].to_numpy()
-        self.node_pref = pairs["pref"].to_numpy()
-        self.node_ptr = np.searchsorted(self.node_key, np.arange(len(keys) + 1))
+        self.node_ids, self.node_pref = pairs["node_id"].to_numpy(), pairs["pref"].to_numpy()
+        self.node_ptr = np.searchsorted(pairs["key"].to_numpy(), np.arange(len(self.hashes) + 1))
         self.max_tokens = max_tokens
-        self.stats.update(keys=len(keys), ambiguous_keys=int((np.diff(self.node_ptr) > 1).sum()),
+        self.stats.update(keys=len(self.hashes), ambiguous_keys=int((np.diff(self.node_ptr) > 1).sum()),
                           vocabulary=len(self.vocab))
 
     def concepts(self, key: int, rule: str = "all") -> tuple[np.ndarray, bool]:
@@ -154,7 +152,7 @@ class DictionaryIndex:
                     break
                 pos = np.searchsorted(self.hashes, h[idx])
                 found = (pos < len(self.hashes)) & (self.hashes[np.minimum(pos, len(self.hashes) - 1)] == h[idx])
-                for i, key in zip(idx[found].tolist(), self.order[pos[found]].tolist()):
+                for i, key in zip(idx[found].tolist(), pos[found].tolist()):
                     lo, hi = self.seq_ptr[key], self.seq_ptr[key + 1]
                     if hi - lo == length and np.array_equal(self.seq_ids[lo:hi], tid[i:i + length]):
                         hits.append((i, length, key))
