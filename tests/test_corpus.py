@@ -47,14 +47,18 @@ def test_medline_updates_markup_and_bad_records(tmp_path):
         article(5, "Broken <b>record</ArticleTitle>"),
         article(6, "Math <mml:math xmlns:mml='http://www.w3.org/1998/Math/MathML'><mml:mi>x</mml:mi></mml:math> end",
                 ("", "Has math.")),
+        "<PubmedBookArticle><BookDocument><PMID>7</PMID><Book><BookTitle>Gene Reviews</BookTitle></Book>"
+        "<Abstract><AbstractText>A book chapter.</AbstractText></Abstract></BookDocument></PubmedBookArticle>\n",
     ).encode()))
     update = tmp_path / "pubmed25n0002.xml"
     update.write_text(xml(article(1, "New title", ("", "New abstract.")),
                           "<DeleteCitation><PMID Version=\"1\">6</PMID><PMID>999</PMID></DeleteCitation>\n"))
     stats, t = run(tmp_path, discover(tmp_path / "pubmed25n*.xml*"))
     docs = {r["doc_id"]: r for r in t["documents"].iter_rows(named=True)}
-    assert sorted(docs) == ["1", "2", "3"]
+    assert sorted(docs) == ["1", "2", "3", "7"] and docs["7"]["title"] == "Gene Reviews"
     assert docs["1"]["title"] == "New title" and docs["1"]["source"] == "pubmed25n0002.xml"
+    assert sorted(f.name for f in (tmp_path / "out0" / "documents.parquet").iterdir()) == [
+        "pubmed25n0001_xml_gz.0000.parquet", "pubmed25n0002_xml.0000.parquet"]
     assert docs["2"]["title"] == "Structured in vivo study of CO2"
     assert docs["2"]["abstract"].startswith("BACKGROUND: Café patients") and " RESULTS: Levels rose (p < 0.05)" in docs["2"]["abstract"]
     assert docs["3"]["title"] == "Titre"
@@ -67,7 +71,7 @@ def test_medline_updates_markup_and_bad_records(tmp_path):
                      "BACKGROUND: Café patients e.g. adults were given 5 mg i.v. daily vs. placebo.",
                      "RESULTS: Levels rose (p < 0.05) as Smith et al. found.", "Risk was low."]
     kept, _ = run(tmp_path, [base], keep_without_abstract=True)
-    assert kept["documents"] == 5
+    assert kept["documents"] == 6
 
 
 def test_xxe_is_never_expanded(tmp_path):

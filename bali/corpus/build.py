@@ -87,7 +87,9 @@ class Collector:
         self.chunks.append((fi, name, path))
 
     def parse(self, fi: int, path: Path) -> None:
-        stem = path.name.split(".")[0]
+        stem = path.name.replace(".", "_")  # shards are named after their file: pubmed25n0001_xml_gz.0000
+        if any(name.startswith(stem + ".") for _, name, _ in self.chunks):
+            stem = f"{stem}_{fi}"  # same file name in another folder
         docs, anns, ids, kinds = [], [], [], []
         empty = path.stat().st_size == 0
         if empty:

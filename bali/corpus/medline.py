@@ -60,20 +60,18 @@ def _records(stream, path: Path) -> Iterator[tuple[int, bytes] | RecordError]:
 
 
 def _citation(el) -> Doc:
-    pmid = el.findtext("MedlineCitation/PMID")
+    """A PubmedArticle (MedlineCitation/Article) or a PubmedBookArticle (BookDocument)."""
+    book = el.tag == "PubmedBookArticle"
+    pmid = el.findtext("BookDocument/PMID" if book else "MedlineCitation/PMID")
     if not pmid or not pmid.strip():
         raise ValueError("citation without PMID")
-    article = el.find("MedlineCitation/Article")
-    title_el = None if article is None else article.find("ArticleTitle")
-    title = flat_text(title_el) if title_el is not None else ""
-    if not title and article is not None and article.find("VernacularTitle") is not None:
-        title = flat_text(article.find("VernacularTitle"))
-    sections = []
-    if article is not None:
-        for part in article.iterfind("Abstract/AbstractText"):
-            text = flat_text(part)
-            if text:
-                sections.append((part.get("Label") or "", text))
+    article = el.find("BookDocument" if book else "MedlineCitation/Article")
+    if article is None:
+        return Doc(doc_id=pmid.strip(), title="")
+    titles = ["ArticleTitle", "VernacularTitle"] + (["Book/BookTitle"] if book else [])
+    title = next((t for t in (flat_text(x) for x in map(article.find, titles) if x is not None) if t), "")
+    sections = [(part.get("Label") or "", text) for part in article.iterfind("Abstract/AbstractText")
+                if (text := flat_text(part))]
     return Doc(doc_id=pmid.strip(), title=title, sections=sections)
 
 
@@ -89,9 +87,7 @@ def read(path: Path) -> Iterator[Doc | Deletion | RecordError]:
                 el = etree.fromstring(data, _PARSER)
                 if el.tag == "DeleteCitation":
                     yield Deletion([p.text.strip() for p in el.iterfind("PMID") if p.text and p.text.strip()])
-                elif el.tag == "PubmedArticle":
-                    yield _citation(el)
                 else:
-                    yield RecordError(f"{path}: line {line}", "PubmedBookArticle is not a journal citation, skipped")
+                    yield _citation(el)
             except (etree.XMLSyntaxError, ValueError) as e:
                 yield RecordError(f"{path}: line {line}", f"malformed record ({e})")
