@@ -94,6 +94,7 @@ def link(graph_dir: Path, corpus_dir: Path, out_dir: Path, p: dict) -> dict:
                                        p["pretagged_keep_prefix"], stats).cast(MENTION_SCHEMA)
         else:
             found = linker.mentions(sentences, stats)
+        found = found.sort("doc_id", "sent_id", "start", "end", "node_id")  # joins above need not keep order
         found.write_parquet(out_dir / "mentions.parquet" / f"{name}.parquet", compression="zstd")
         stats["sentences"] += sentences.height
         stats["sentences_with_mention"] += found.select("doc_id", "sent_id").n_unique() if found.height else 0
