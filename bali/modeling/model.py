@@ -1,0 +1,99 @@
+"""The alignment model: one shared LM for sentences (MLM + mention vectors, one forward pass) and
+for node names, a graph encoder over each batch's subgraphs, and the alignment loss.
+
+Mention vector: mean of last-layer subword vectors over every token of every mention of a concept
+in a sentence. Node vector: its sampled name through the same LM (gradients flow), mean-pooled.
+Graph vector: the graph encoder's output on the target node, or, for the "linear graph" variant,
+the [CLS] vector of the subgraph written as text. The checkpoint's own MLM head is used when it
+has one; `fresh_mlm_head` re-initialises it (the published code always used a fresh one).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bali.modeling.graph_encoders import GraphEncoder
+from bali.modeling.losses import multi_similarity, nt_xent
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+class BaliModel(nn.Module):
+    def __init__(self, lm_path: str, graph_encoder: str = "gatv2", layers: int = 5, heads: int = 2,
+                 dropout: float = 0.1, attention_dropout: float = 0.1, residual: bool = False, zero_init: bool = False,
+                 fresh_mlm_head: bool = False, loss: str = "nt_xent", temperature: float = 0.07,
+                 mlm_weight: float = 1.0, contrastive_weight: float = 1.0, name_weight: float = 0.0):
+        super().__init__()
+        from transformers import AutoModelForMaskedLM
+
+        self.mlm_model, info = AutoModelForMaskedLM.from_pretrained(lm_path, output_loading_info=True)
+        prefix = self.mlm_model.base_model_prefix
+        self.head_was_missing = any(not k.startswith(prefix) for k in info["missing_keys"])
+        if fresh_mlm_head and not self.head_was_missing:
+            self._reset_head(prefix)
+        hidden = self.mlm_model.config.hidden_size
+        self.linear_graph = graph_encoder == "linear"
+        self.graph = None if self.linear_graph else GraphEncoder(graph_encoder, hidden, layers, heads, dropout,
+                                                                 attention_dropout, residual, zero_init)
+        self.loss_kind, self.temperature = loss, temperature
+        self.weights = {"mlm": mlm_weight, "contrastive": contrastive_weight, "name": name_weight}
+
+    @property
+    def lm(self):
+        return self.mlm_model.base_model
+
+    def _reset_head(self, prefix: str) -> None:
+        tied = self.mlm_model.get_input_embeddings().weight
+        for name, module in self.mlm_model.named_modules():
+            if name and not name.startswith(prefix) and hasattr(module, "reset_parameters") \
+                    and getattr(module, "weight", None) is not tied:
+                module.reset_parameters()
+
+    def align_loss(self, a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        x, y = torch.cat([a, b]), torch.cat([labels, labels])
+        if self.loss_kind == "multi_similarity":
+            return multi_similarity(x, y)
+        return nt_xent(x, y, self.temperature)
+
+    def node_vectors(self, batch: dict) -> torch.Tensor:
+        out = None
+        for chunk in batch["name_chunks"]:
+            h = mean_pool(self.lm(input_ids=chunk["input_ids"], attention_mask=chunk["attention_mask"]).last_hidden_state,
+                          chunk["attention_mask"])
+            if out is None:
+                out = h.new_zeros(len(batch["graph_nodes"]), h.shape[-1])
+            out = out.index_copy(0, chunk["nodes"], h)
+        return out
+
+    def forward(self, batch: dict) -> dict:
+        use_mlm = self.weights["mlm"] > 0
+        if use_mlm:
+            out = self.mlm_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                 labels=batch["mlm_labels"], output_hidden_states=True)
+            hidden, mlm = out.hidden_states[-1], out.loss
+        else:
+            hidden = self.lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+            mlm = hidden.new_zeros(())
+        n_targets = len(batch["target_nodes"])
+        tokens = hidden[batch["mention_rows"], batch["mention_positions"]]
+        sums = hidden.new_zeros(n_targets, hidden.shape[-1]).index_add(0, batch["mention_owner"], tokens)
+        counts = torch.bincount(batch["mention_owner"], minlength=n_targets).clamp(min=1).unsqueeze(1)
+        mentions = sums / counts
+        labels = batch["target_nodes"]
+        losses = {"mlm": mlm}
+        if self.linear_graph:
+            cls = self.lm(input_ids=batch["graph_input_ids"], attention_mask=batch["graph_attention_mask"]).last_hidden_state[:, 0]
+            graph = cls[batch["target_node_index"]]
+            names = None
+        else:
+            nodes = self.node_vectors(batch)
+            graph = self.graph(nodes, batch["edge_index"], batch["target_node_index"])
+            names = nodes[batch["target_node_index"]]
+        losses["contrastive"] = self.align_loss(mentions, graph, labels)
+        losses["name"] = self.align_loss(mentions, names, labels) if names is not None and self.weights["name"] > 0 \
+            else hidden.new_zeros(())
+        losses["loss"] = sum(self.weights[k] * losses[k] for k in ("mlm", "contrastive", "name"))
+        return losses
