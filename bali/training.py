@@ -1,0 +1,122 @@
+"""The pre-training loop: AdamW with separate learning rates for the LM and the rest, cosine schedule
+with warm-up min(warmup_fraction of steps, warmup_max_steps), gradient accumulation and clipping,
+bf16 autocast on GPU, checkpoints with exact resume, dvclive logs.
+
+Resuming is the training code's job: a checkpoint holds the model, optimiser, scheduler, RNG state
+and the data position (epoch, batches done). Batches are fixed by (seed, epoch, batch number), so
+skipping the batches already done replays the same data.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from bali.data.batches import TrainingData, loader
+from bali.modeling.model import BaliModel
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def build_model(p: dict, lm_path: str) -> BaliModel:
+    return BaliModel(lm_path, graph_encoder=p["graph_encoder"], layers=p["layers"], heads=p["heads"],
+                     dropout=p["dropout"], attention_dropout=p["attention_dropout"], residual=p["residual"],
+                     zero_init=p["zero_init"], fresh_mlm_head=p["fresh_mlm_head"], loss=p["loss"],
+                     temperature=p["temperature"], mlm_weight=p["mlm_weight"], contrastive_weight=p["contrastive_weight"],
+                     name_weight=p["name_weight"])
+
+
+def optimizer(model: BaliModel, p: dict) -> torch.optim.Optimizer:
+    lm = {id(q) for q in model.lm.parameters()}
+    groups = [{"params": [q for q in model.parameters() if id(q) in lm], "lr": p["lm_lr"]},
+              {"params": [q for q in model.parameters() if id(q) not in lm], "lr": p["other_lr"]}]
+    return torch.optim.AdamW(groups, weight_decay=p["weight_decay"])
+
+
+def schedule(opt: torch.optim.Optimizer, total: int, p: dict) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = min(int(p["warmup_fraction"] * total), p["warmup_max_steps"])
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def save_checkpoint(path: Path, model, opt, sched, epoch: int, done: int, step: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "rng": torch.get_rng_state(), "epoch": epoch, "batches_done": done, "step": step}, tmp)
+    os.replace(tmp, path)
+
+
+def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0, world_size: int = 1,
+          stop_after: int | None = None, live=None) -> BaliModel:
+    """Train until p['max_steps'] (or p['epochs']); checkpoints go to run_dir. `stop_after` ends the
+    run early after that many optimiser steps (to test resuming)."""
+    seed = p["base"]["seed"]
+    torch.manual_seed(seed)
+    data = TrainingData(dataset_dir, "train")
+    dl, sampler = loader(data, p["batch_size"] // world_size, seed, p["workers"], rank, world_size,
+                         neighbors=p["neighbors"], linear_graph=p["graph_encoder"] == "linear")
+    per_epoch = len(sampler) // p["grad_accum"]
+    total = min(p["max_steps"], per_epoch * p["epochs"]) if p["max_steps"] else per_epoch * p["epochs"]
+    model = build_model(p, lm_path)
+    opt, device = optimizer(model, p), torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    sched = schedule(opt, total, p)
+    step, epoch, done = 0, 0, 0
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = run_dir / CHECKPOINT
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        step, epoch, done = state["step"], state["epoch"], state["batches_done"]
+    model.to(device).train()
+    wrapped = model
+    if world_size > 1:
+        wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    bar = tqdm(total=total, initial=step, desc="pretrain", unit="step", disable=None if rank == 0 else True)
+    while step < total:
+        sampler.set_epoch(epoch)
+        t0, seen, real, padded = time.perf_counter(), 0, 0, 0
+        for i, batch in enumerate(dl):
+            if i < done:
+                continue  # already trained on: resuming replays the same batches from here
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            with autocast:
+                out = wrapped(batch)
+            (out["loss"] / p["grad_accum"]).backward()
+            seen, real, padded = seen + len(batch["input_ids"]), real + batch["real_tokens"], padded + batch["padded_tokens"]
+            done = i + 1
+            if done % p["grad_accum"]:
+                continue
+            torch.nn.utils.clip_grad_norm_(model.parameters(), p["max_grad_norm"])
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            bar.update()
+            if live is not None and rank == 0:
+                for k in ("loss", "mlm", "contrastive", "name"):
+                    live.log_metric(f"train/{k}", float(out[k]))
+                live.log_metric("lr/lm", sched.get_last_lr()[0])
+                live.log_metric("lr/other", sched.get_last_lr()[1])
+                live.log_metric("examples_per_s", seen / (time.perf_counter() - t0))
+                live.log_metric("token_efficiency", real / padded)
+                live.next_step()
+            if rank == 0 and (step % p["checkpoint_every"] == 0 or step == total):
+                save_checkpoint(ckpt, model, opt, sched, epoch, done, step)
+            if step >= total or (stop_after is not None and step >= stop_after):
+                bar.close()
+                return model
+        epoch, done = epoch + 1, 0
+    bar.close()
+    return model

@@ -1,0 +1,69 @@
+"""Alignment pre-training: the LM + graph encoder on the dataset stage's examples.
+
+  python stages/pretrain.py DATASET_DIR OUT_DIR [-S pretrain.KEY=VALUE ...]
+  torchrun --nproc_per_node 2 stages/pretrain.py DATASET_DIR OUT_DIR   # DDP (gloo on CPU, NCCL on GPU)
+
+Writes OUT_DIR (under models/): the LM in HF format with its tokenizer (AutoModel /
+AutoTokenizer load it), graph_encoder.safetensors, params.json and a model card (README.md).
+Checkpoints go to `pretrain.checkpoint_dir` (kept outside DVC's outputs): an interrupted run
+started again resumes from its last checkpoint. Losses, learning rates and throughput are logged
+with dvclive to dvclive/pretrain.
+"""
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from bali import params  # noqa: E402
+from bali.data.examples import resolve_tokenizer_path  # noqa: E402
+from bali.io import atomic_outputs  # noqa: E402
+from bali.training import train  # noqa: E402
+
+
+def model_card(p: dict, dataset_dir: Path, metrics: dict) -> str:
+    stats = json.loads((dataset_dir / "stats.json").read_text())
+    return (f"# BALI-aligned {p['model']}\n\nBase model: `{p['model']}`. Aligned with a UMLS-derived knowledge graph by "
+            f"BALI pre-training (bali pipeline, `stages/pretrain.py`).\n\n## Data\n\n"
+            f"{stats['examples']['train']:,} training sentences, {stats['mentions_kept']:,} concept mentions, a graph "
+            f"of {stats['graph_nodes']:,} nodes and {stats['graph_edges']:,} edges (`{dataset_dir}`).\n\n"
+            f"## Params\n\n```json\n{json.dumps(p, indent=2, sort_keys=True)}\n```\n\n## Final metrics\n\n"
+            f"```json\n{json.dumps(metrics, indent=2, sort_keys=True)}\n```\n\nLoad: `AutoModel.from_pretrained(path)`.\n")
+
+
+def main(argv=None):
+    ap = params.stage_parser(__doc__, ("dataset_dir", "dataset output"), ("out_dir", "model folder"))
+    args = ap.parse_args(argv)
+    p = params.load("pretrain", args.overrides, args.params)
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    if world > 1:
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    dataset_dir, run_dir = Path(args.dataset_dir), Path(p["checkpoint_dir"])
+    live = None
+    if rank == 0:
+        from dvclive import Live
+        live = Live(p["dvclive_dir"], resume=(run_dir / "checkpoint.pt").exists(), save_dvc_exp=False)
+    model = train(dataset_dir, run_dir, p, resolve_tokenizer_path(p["model"]), rank, world, live=live)
+    if rank == 0:
+        from safetensors.torch import save_file
+        from transformers import AutoTokenizer
+
+        metrics = {k: v for k, v in (live.summary or {}).items() if not k.startswith("step")}
+        live.end()
+        with atomic_outputs(args.out_dir) as tmp:
+            model.lm.save_pretrained(tmp)
+            AutoTokenizer.from_pretrained(dataset_dir / "tokenizer").save_pretrained(tmp)
+            if model.graph is not None:
+                save_file({k: v.contiguous() for k, v in model.graph.state_dict().items()}, tmp / "graph_encoder.safetensors")
+            params.save_resolved(p, tmp, dataset_dir=str(dataset_dir))
+            (tmp / "README.md").write_text(model_card(p, dataset_dir, metrics))
+        print(f"pretrain: {p['model']} aligned -> {args.out_dir}")
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
