@@ -106,7 +106,7 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
             bar.update()
             if live is not None and rank == 0:
                 for k in ("loss", "mlm", "contrastive", "name"):
-                    live.log_metric(f"train/{k}", float(out[k]))
+                    live.log_metric(f"train/{k}", float(out[k].detach()))
                 live.log_metric("lr/lm", sched.get_last_lr()[0])
                 live.log_metric("lr/other", sched.get_last_lr()[1])
                 live.log_metric("examples_per_s", seen / (time.perf_counter() - t0))

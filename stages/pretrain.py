@@ -45,10 +45,11 @@ def main(argv=None):
     live = None
     if rank == 0:
         from dvclive import Live
-        live = Live(p["dvclive_dir"], resume=(run_dir / "checkpoint.pt").exists(), save_dvc_exp=False)
+        # dvcyaml=None: dvc.yaml declares the plots itself; dvclive must not rewrite it.
+        live = Live(p["dvclive_dir"], resume=(run_dir / "checkpoint.pt").exists(), save_dvc_exp=False, dvcyaml=None)
     model = train(dataset_dir, run_dir, p, resolve_tokenizer_path(p["model"]), rank, world, live=live)
     if rank == 0:
-        from safetensors.torch import save_file
+        from safetensors.torch import save_model
         from transformers import AutoTokenizer
 
         metrics = {k: v for k, v in (live.summary or {}).items() if not k.startswith("step")}
@@ -57,7 +58,7 @@ def main(argv=None):
             model.lm.save_pretrained(tmp)
             AutoTokenizer.from_pretrained(dataset_dir / "tokenizer").save_pretrained(tmp)
             if model.graph is not None:
-                save_file({k: v.contiguous() for k, v in model.graph.state_dict().items()}, tmp / "graph_encoder.safetensors")
+                save_model(model.graph, str(tmp / "graph_encoder.safetensors"))  # handles GATv2's shared weights
             params.save_resolved(p, tmp, dataset_dir=str(dataset_dir))
             (tmp / "README.md").write_text(model_card(p, dataset_dir, metrics))
         print(f"pretrain: {p['model']} aligned -> {args.out_dir}")
