@@ -27,7 +27,7 @@ def build_model(p: dict, lm_path: str) -> BaliModel:
                      dropout=p["dropout"], attention_dropout=p["attention_dropout"], residual=p["residual"],
                      zero_init=p["zero_init"], fresh_mlm_head=p["fresh_mlm_head"], loss=p["loss"],
                      temperature=p["temperature"], mlm_weight=p["mlm_weight"], contrastive_weight=p["contrastive_weight"],
-                     name_weight=p["name_weight"])
+                     name_weight=p["name_weight"], gather_negatives=p["gather_negatives"])
 
 
 def optimizer(model: BaliModel, p: dict) -> torch.optim.Optimizer:
@@ -61,8 +61,9 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
     seed = p["base"]["seed"]
     torch.manual_seed(seed)
     data = TrainingData(dataset_dir, "train")
-    dl, sampler = loader(data, p["batch_size"] // world_size, seed, p["workers"], rank, world_size,
-                         neighbors=p["neighbors"], linear_graph=p["graph_encoder"] == "linear")
+    dl, sampler = loader(data, p["batch_size"], seed, p["workers"], rank, world_size,
+                         neighbors=p["neighbors"], mlm_probability=p["mlm_probability"],
+                         linear_graph=p["graph_encoder"] == "linear")
     per_epoch = len(sampler) // p["grad_accum"]
     total = min(p["max_steps"], per_epoch * p["epochs"]) if p["max_steps"] else per_epoch * p["epochs"]
     model = build_model(p, lm_path)

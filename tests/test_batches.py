@@ -25,7 +25,9 @@ def test_neighbours_star_and_dedup(data):
         nodes = b["graph_nodes"].numpy()
         assert len(np.unique(nodes)) == len(nodes)  # every distinct node encoded once
         targets = set(b["target_nodes"].tolist())
-        src, dst = nodes[b["edge_index"][0].numpy()], nodes[b["edge_index"][1].numpy()]
+        star = nodes[b["star_nodes"].numpy()]
+        src, dst = star[b["edge_index"][0].numpy()], star[b["edge_index"][1].numpy()]
+        assert len(set(b["edge_index"][0].tolist())) == b["edge_index"].shape[1]  # each star has its own copies
         assert set(dst) <= targets  # edges point neighbour -> target
         for t in targets:
             got = src[dst == t]
@@ -33,6 +35,7 @@ def test_neighbours_star_and_dedup(data):
             expected = {0: set(range(1, 6)), 6: {7}, 7: {6}}.get(t, {0} if 1 <= t <= 5 else set())
             assert set(got) <= expected and len(got) == min(3, len(expected))  # isolated nodes: none
         assert (nodes[b["target_node_index"].numpy()] == b["target_nodes"].numpy()).all()
+        assert (star[b["target_star_index"].numpy()] == b["target_nodes"].numpy()).all()
 
 
 def test_mentions_of_one_concept_pool_together(data):
@@ -69,10 +72,13 @@ def test_deterministic_across_workers_and_fresh_each_epoch(data):
     assert any(not torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, other))
 
 
-def test_ddp_slices_are_disjoint():
+def test_ddp_ranks_split_the_single_process_batches():
     lengths = np.arange(103) % 17
-    seen = [set(np.concatenate([b for _, _, b in BucketBatchSampler(lengths, 8, 3, rank, 2)]).tolist()) for rank in (0, 1)]
-    assert not seen[0] & seen[1] and len(seen[0]) == len(seen[1]) == 51
+    single = list(BucketBatchSampler(lengths, 8, 3))
+    ranks = [list(BucketBatchSampler(lengths, 8, 3, rank, 2)) for rank in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == len(single)  # the same number of steps on every rank
+    for (_, n, whole), (_, n0, r0), (_, n1, r1) in zip(single, *ranks):
+        assert n == n0 == n1 and not set(r0) & set(r1) and set(r0) | set(r1) == set(whole)
 
 
 def test_names_and_linear_graph(data):

@@ -69,7 +69,8 @@ def batch():
             "mention_rows": torch.tensor([0, 0, 1, 2, 3, 3]), "mention_positions": torch.tensor([1, 2, 1, 4, 1, 5]),
             "mention_owner": torch.tensor([0, 0, 1, 2, 3, 4]), "target_nodes": torch.tensor([10, 11, 10, 12, 11]),
             "graph_nodes": torch.tensor([10, 11, 12, 13, 14, 15]), "name_chunks": [chunk],
-            "edge_index": torch.tensor([[3, 4, 5], [0, 1, 2]]), "target_node_index": torch.tensor([0, 1, 0, 2, 1])}
+            "star_nodes": torch.tensor([0, 3, 1, 4, 2, 5]), "edge_index": torch.tensor([[1, 3, 5], [0, 2, 4]]),
+            "target_node_index": torch.tensor([0, 1, 0, 2, 1]), "target_star_index": torch.tensor([0, 2, 0, 4, 2])}
 
 
 @pytest.mark.parametrize("kind", ["gatv2", "sage"])

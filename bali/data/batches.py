@@ -7,7 +7,8 @@ own, disjoint slice of each epoch's permutation. Per batch:
   (15 % of real tokens; 80 % [MASK], 10 % a random token, 10 % kept; special tokens and padding never);
 - its unique target concepts per sentence (all mentions of one concept in a sentence pooled);
 - per distinct target, up to `neighbors` one-hop neighbours drawn uniformly without replacement,
-  fresh every step, with edges neighbour -> target (a star) as a PyG `edge_index`;
+  fresh every step, with edges neighbour -> target: one star per target (`star_nodes` maps its
+  slots to the batch's nodes), as a PyG `edge_index`;
 - every distinct graph node of the batch once, its text one of its names drawn at random, in
   chunks of similar length (little padding);
 - or, for the "linear graph" encoder, each target's subgraph written as text:
@@ -54,9 +55,9 @@ class TrainingData:
 
 
 class BucketBatchSampler:
-    """Batches of example indices: each epoch a seeded permutation, this rank's slice of it, sorted by
-    length within windows of `bucket` batches, then the batches shuffled. Yields (epoch, batch number,
-    indices): the key a batch's randomness is drawn from."""
+    """Batches of example indices: each epoch a seeded permutation, sorted by length within windows
+    of `bucket` batches, cut into global batches of `batch_size`, shuffled; under DDP each rank takes
+    every world_size-th row of each global batch. Yields (epoch, batch number, indices)."""
 
     def __init__(self, lengths, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, bucket: int = 50):
         self.lengths, self.batch_size, self.seed = np.asarray(lengths), batch_size, seed
@@ -66,19 +67,31 @@ class BucketBatchSampler:
         self.epoch = epoch
 
     def batches(self) -> list[np.ndarray]:
+        """This rank's rows of each global batch (the batches a single process would make)."""
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(len(self.lengths))
-        order = order[: len(order) - len(order) % self.world][self.rank::self.world]  # equal, disjoint slices
         window = self.batch_size * self.bucket
         chunks = [c[np.argsort(self.lengths[c], kind="stable")] for c in np.split(order, range(window, len(order), window))]
-        batches = [b for c in chunks for b in np.split(c, range(self.batch_size, len(c), self.batch_size)) if len(b)]
-        return [batches[i] for i in rng.permutation(len(batches))]
+        batches = [b for c in chunks for b in np.split(c, range(self.batch_size, len(c), self.batch_size))
+                   if len(b) >= self.world]  # every rank gets rows of every batch
+        return [batches[i][self.rank::self.world] for i in rng.permutation(len(batches))]
 
     def __iter__(self):
         return ((self.epoch, number, batch) for number, batch in enumerate(self.batches()))
 
     def __len__(self) -> int:
         return len(self.batches())
+
+
+class NodeRandomness:
+    """A node's draws in a batch (its neighbours, its name) come from (seed, epoch, batch, node):
+    the same whichever rank's rows hold the node."""
+
+    def __init__(self, seed: int, epoch: int, number: int):
+        self.key = [seed, epoch, number]
+
+    def of(self, node: int, what: int) -> np.random.Generator:
+        return np.random.default_rng(self.key + [node, what])
 
 
 def pad(seqs: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -107,25 +120,23 @@ class AlignmentBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, key) -> dict:
         epoch, number, indices = key
-        rng = np.random.default_rng([self.seed, epoch, number])
-        batch = self.sentences(indices, rng)
+        batch = self.sentences(indices, epoch)
         targets = batch["target_nodes"].numpy()
-        if self.linear:
-            batch.update(self.linear_graphs(targets, rng))
-        else:
-            batch.update(self.subgraphs(targets, rng))
+        node_rng = NodeRandomness(self.seed, epoch, number)
+        batch.update(self.linear_graphs(targets, node_rng) if self.linear else self.subgraphs(targets, node_rng))
         return batch
 
-    def sentences(self, indices, rng) -> dict:
+    def sentences(self, indices, epoch: int) -> dict:
         ids, attention = pad([self.data.input_ids[i] for i in indices], self.pad_id)
         maskable = attention & ~np.isin(ids, self.data.special_ids)
-        chosen = maskable & (rng.random(ids.shape) < self.p)
+        # Each sentence's masking comes from (seed, epoch, example): the same in any batch split.
+        draws = np.stack([np.random.default_rng([self.seed, epoch, int(i)]).random((3, ids.shape[1])) for i in indices], 1)
+        chosen = maskable & (draws[0] < self.p)
         labels = np.where(chosen, ids, -100)
-        roll = rng.random(ids.shape)
         masked = ids.copy()
-        masked[chosen & (roll < 0.8)] = self.mask_id
-        swap = chosen & (roll >= 0.8) & (roll < 0.9)
-        masked[swap] = rng.choice(self.random_tokens, int(swap.sum()))
+        masked[chosen & (draws[1] < 0.8)] = self.mask_id
+        swap = chosen & (draws[1] >= 0.8) & (draws[1] < 0.9)
+        masked[swap] = self.random_tokens[(draws[2][swap] * len(self.random_tokens)).astype(np.int64)]
         # Targets: one per (sentence, concept); every token of every mention of it is pooled.
         rows, positions, owner, target_nodes, target_rows = [], [], [], [], []
         for r, i in enumerate(indices):
@@ -145,32 +156,43 @@ class AlignmentBatches(torch.utils.data.Dataset):
                 "target_nodes": torch.tensor(target_nodes), "target_rows": torch.tensor(target_rows),
                 "real_tokens": int(attention.sum()), "padded_tokens": int(attention.size)}
 
-    def sample_neighbors(self, node: int, rng) -> np.ndarray:
+    def sample_neighbors(self, node: int, rng: "NodeRandomness") -> np.ndarray:
         lo, hi = self.data.indptr[node], self.data.indptr[node + 1]
         if hi - lo <= self.k:
             return self.data.indices[lo:hi]
-        return self.data.indices[lo + rng.choice(hi - lo, self.k, replace=False)]
+        return self.data.indices[lo + rng.of(node, 0).choice(hi - lo, self.k, replace=False)]
 
-    def name_of(self, node: int, rng) -> int:
+    def name_of(self, node: int, rng: "NodeRandomness") -> int:
         lo, hi = self.data.name_ptr[node], self.data.name_ptr[node + 1]
-        return int(lo + rng.integers(hi - lo))
+        return int(lo + rng.of(node, 1).integers(hi - lo))
 
     def subgraphs(self, targets: np.ndarray, rng) -> dict:
+        """One star per distinct target (its own copies of its neighbours, so message passing never
+        leaves a star and a target's vector does not depend on the rest of the batch); the text of
+        every distinct node is encoded once and placed into the star slots."""
         unique = np.unique(targets)
         neigh = [self.sample_neighbors(int(t), rng) for t in unique]
         nodes = np.unique(np.concatenate([unique, *neigh]))
         local = {int(n): i for i, n in enumerate(nodes)}
-        src = [local[int(n)] for ns in neigh for n in ns]
-        dst = [local[int(t)] for t, ns in zip(unique, neigh) for _ in ns]
+        slots, src, dst, center = [], [], [], {}
+        for t, ns in zip(unique, neigh):
+            center[int(t)] = len(slots)
+            slots.append(local[int(t)])
+            for n in ns:
+                src.append(len(slots))
+                dst.append(center[int(t)])
+                slots.append(local[int(n)])
         names = [self.name_of(int(n), rng) for n in nodes]
         chunks = []
         for part in self.length_groups([len(self.data.name_ids[j]) for j in names]):
             ids, mask = pad([self.data.name_ids[names[i]] for i in part], self.pad_id)
             chunks.append({"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
                            "nodes": torch.from_numpy(part)})
-        return {"graph_nodes": torch.from_numpy(nodes), "edge_index": torch.tensor([src, dst], dtype=torch.long),
-                "name_chunks": chunks, "node_names": [self.data.name_texts[j] for j in names],
+        return {"graph_nodes": torch.from_numpy(nodes), "star_nodes": torch.tensor(slots, dtype=torch.long),
+                "edge_index": torch.tensor([src, dst], dtype=torch.long), "name_chunks": chunks,
+                "node_names": [self.data.name_texts[j] for j in names],
                 "target_node_index": torch.tensor([local[int(t)] for t in targets]),
+                "target_star_index": torch.tensor([center[int(t)] for t in targets]),
                 "name_real_tokens": sum(int(c["attention_mask"].sum()) for c in chunks),
                 "name_padded_tokens": sum(c["attention_mask"].numel() for c in chunks)}
 

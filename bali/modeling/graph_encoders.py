@@ -5,8 +5,8 @@
   the target nodes.
 - GraphSAGE: the same stack with SAGEConv.
 Options the published recipe lacks, for small checkpoints and short runs: `residual` adds each
-target's own input vector back after the stack, and `zero_init` starts the output Linear at zero,
-so a fresh encoder begins as (close to) the identity on the target's name vector.
+target's own input vector back after the stack, and `zero_init` starts the output LayerNorm's
+scale and shift at zero, so a fresh encoder begins as the identity on the target's name vector.
 """
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ class GraphEncoder(nn.Module):
         self.act = nn.GELU()
         self.out = nn.Sequential(nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.Dropout(dropout))
         self.residual = residual
-        if zero_init:
-            nn.init.zeros_(self.out[0].weight)
-            nn.init.zeros_(self.out[0].bias)
+        if zero_init:  # the LayerNorm's scale and shift, not the Linear: LayerNorm of zeros is ill-conditioned
+            nn.init.zeros_(self.out[1].weight)
+            nn.init.zeros_(self.out[1].bias)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         h = x

@@ -16,6 +16,25 @@ from bali.modeling.graph_encoders import GraphEncoder
 from bali.modeling.losses import multi_similarity, nt_xent
 
 
+def world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows, in rank order (sizes may differ); gradients flow back to each rank's own."""
+    import torch.distributed as dist
+    from torch.distributed.nn.functional import all_gather
+
+    n = torch.tensor([len(x)], device=x.device)
+    sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, n)
+    longest = int(max(sizes))
+    parts = all_gather(torch.cat([x, x.new_zeros(longest - len(x), *x.shape[1:])]))
+    return torch.cat([part[:int(size)] for part, size in zip(parts, sizes)])
+
+
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     mask = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
@@ -25,7 +44,8 @@ class BaliModel(nn.Module):
     def __init__(self, lm_path: str, graph_encoder: str = "gatv2", layers: int = 5, heads: int = 2,
                  dropout: float = 0.1, attention_dropout: float = 0.1, residual: bool = False, zero_init: bool = False,
                  fresh_mlm_head: bool = False, loss: str = "nt_xent", temperature: float = 0.07,
-                 mlm_weight: float = 1.0, contrastive_weight: float = 1.0, name_weight: float = 0.0):
+                 mlm_weight: float = 1.0, contrastive_weight: float = 1.0, name_weight: float = 0.0,
+                 gather_negatives: bool = True):
         super().__init__()
         from transformers import AutoModelForMaskedLM
 
@@ -38,7 +58,7 @@ class BaliModel(nn.Module):
         self.linear_graph = graph_encoder == "linear"
         self.graph = None if self.linear_graph else GraphEncoder(graph_encoder, hidden, layers, heads, dropout,
                                                                  attention_dropout, residual, zero_init)
-        self.loss_kind, self.temperature = loss, temperature
+        self.loss_kind, self.temperature, self.gather = loss, temperature, gather_negatives
         self.weights = {"mlm": mlm_weight, "contrastive": contrastive_weight, "name": name_weight}
 
     @property
@@ -53,6 +73,10 @@ class BaliModel(nn.Module):
                 module.reset_parameters()
 
     def align_loss(self, a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Under DDP with `gather_negatives`, over every rank's vectors: each rank computes the loss
+        of the global batch, and DDP's gradient averaging then gives the single-process gradient."""
+        if self.gather and world_size() > 1:
+            a, b, labels = gather_rows(a), gather_rows(b), gather_rows(labels)
         x, y = torch.cat([a, b]), torch.cat([labels, labels])
         if self.loss_kind == "multi_similarity":
             return multi_similarity(x, y)
@@ -74,6 +98,14 @@ class BaliModel(nn.Module):
             out = self.mlm_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                  labels=batch["mlm_labels"], output_hidden_states=True)
             hidden, mlm = out.hidden_states[-1], out.loss
+            world = world_size()
+            if world > 1:  # the global batch's mean over masked tokens, once DDP averages the ranks
+                import torch.distributed as dist
+
+                local = (batch["mlm_labels"] != -100).sum()
+                total = local.clone()
+                dist.all_reduce(total)
+                mlm = mlm * local * world / total.clamp(min=1)
         else:
             hidden = self.lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
             mlm = hidden.new_zeros(())
@@ -90,7 +122,7 @@ class BaliModel(nn.Module):
             names = None
         else:
             nodes = self.node_vectors(batch)
-            graph = self.graph(nodes, batch["edge_index"], batch["target_node_index"])
+            graph = self.graph(nodes[batch["star_nodes"]], batch["edge_index"], batch["target_star_index"])
             names = nodes[batch["target_node_index"]]
         losses["contrastive"] = self.align_loss(mentions, graph, labels)
         losses["name"] = self.align_loss(mentions, names, labels) if names is not None and self.weights["name"] > 0 \
