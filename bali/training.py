@@ -8,8 +8,10 @@ skipping the batches already done replays the same data.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -47,10 +49,16 @@ def schedule(opt: torch.optim.Optimizer, total: int, p: dict) -> torch.optim.lr_
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def save_checkpoint(path: Path, model, opt, sched, epoch: int, done: int, step: int) -> None:
+def run_key(p: dict, dataset_dir: Path, lm_path: str) -> str:
+    """What a checkpoint must match to be resumed: the params, the dataset and the base model."""
+    stats = (Path(dataset_dir) / "stats.json").read_text() if (Path(dataset_dir) / "stats.json").exists() else ""
+    return json.dumps({"params": p, "dataset": stats, "lm": str(lm_path)}, sort_keys=True)
+
+
+def save_checkpoint(path: Path, key: str, model, opt, sched, epoch: int, done: int, step: int) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "rng": torch.get_rng_state(), "epoch": epoch, "batches_done": done, "step": step}, tmp)
+                "rng": torch.get_rng_state(), "epoch": epoch, "batches_done": done, "step": step, "key": key}, tmp)
     os.replace(tmp, path)
 
 
@@ -71,9 +79,12 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
     sched = schedule(opt, total, p)
     step, epoch, done = 0, 0, 0
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = run_dir / CHECKPOINT
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
+    ckpt, key = run_dir / CHECKPOINT, run_key(p, dataset_dir, lm_path)
+    state = torch.load(ckpt, weights_only=True) if ckpt.exists() else None
+    if state is not None and state["key"] != key:
+        print(f"pretrain: {ckpt} is from other params or data; starting afresh", file=sys.stderr)
+        state = None
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -114,7 +125,7 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
                 live.log_metric("token_efficiency", real / padded)
                 live.next_step()
             if rank == 0 and (step % p["checkpoint_every"] == 0 or step == total):
-                save_checkpoint(ckpt, model, opt, sched, epoch, done, step)
+                save_checkpoint(ckpt, key, model, opt, sched, epoch, done, step)
             if step >= total or (stop_after is not None and step >= stop_after):
                 bar.close()
                 return model

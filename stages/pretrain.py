@@ -6,7 +6,8 @@
 Writes OUT_DIR (under models/): the LM in HF format with its tokenizer (AutoModel /
 AutoTokenizer load it), graph_encoder.safetensors, params.json and a model card (README.md).
 Checkpoints go to `pretrain.checkpoint_dir` (kept outside DVC's outputs): an interrupted run
-started again resumes from its last checkpoint. Losses, learning rates and throughput are logged
+started again with the same params and data resumes from its last checkpoint; a finished run
+removes it. Losses, learning rates and throughput are logged
 with dvclive to dvclive/pretrain.
 """
 import json
@@ -61,6 +62,7 @@ def main(argv=None):
                 save_model(model.graph, str(tmp / "graph_encoder.safetensors"))  # handles GATv2's shared weights
             params.save_resolved(p, tmp, dataset_dir=str(dataset_dir))
             (tmp / "README.md").write_text(model_card(p, dataset_dir, metrics))
+        (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # finished: the next run starts afresh
         print(f"pretrain: {p['model']} aligned -> {args.out_dir}")
     if world > 1:
         torch.distributed.destroy_process_group()

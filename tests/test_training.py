@@ -30,6 +30,8 @@ def test_resume_gives_the_same_weights(setup):
     a, b = whole.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert torch.load(tmp / "run-b" / "checkpoint.pt", weights_only=True)["step"] == 6
+    train(ds, tmp / "run-b", {**p, "lm_lr": 5e-4, "max_steps": 2}, str(tmp / "lm"))  # other params: not resumed
+    assert torch.load(tmp / "run-b" / "checkpoint.pt", weights_only=True)["step"] == 2
 
 
 def test_saved_lm_reloads(setup, tmp_path):
