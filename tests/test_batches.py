@@ -97,3 +97,12 @@ def test_batch_key_fixes_the_batch(data):
     ds = AlignmentBatches(data, seed=1)
     key = (0, 5, np.arange(8))
     assert ds[key]["node_names"] == ds[key]["node_names"]
+
+
+def test_masks_do_not_depend_on_the_batch(data):
+    ds = AlignmentBatches(data, seed=1)
+    short = min(range(len(data)), key=lambda i: len(data.input_ids[i]))
+    long = max(range(len(data)), key=lambda i: len(data.input_ids[i]))
+    alone, beside = ds[(0, 0, np.array([short]))], ds[(0, 0, np.array([short, long]))]
+    n = len(data.input_ids[short])
+    assert torch.equal(alone["input_ids"][0, :n], beside["input_ids"][0, :n])

@@ -130,7 +130,10 @@ class AlignmentBatches(torch.utils.data.Dataset):
         ids, attention = pad([self.data.input_ids[i] for i in indices], self.pad_id)
         maskable = attention & ~np.isin(ids, self.data.special_ids)
         # Each sentence's masking comes from (seed, epoch, example): the same in any batch split.
-        draws = np.stack([np.random.default_rng([self.seed, epoch, int(i)]).random((3, ids.shape[1])) for i in indices], 1)
+        draws = np.ones((3, *ids.shape))
+        for r, i in enumerate(indices):
+            n = len(self.data.input_ids[i])  # drawn for the sentence's own length, not the batch's
+            draws[:, r, :n] = np.random.default_rng([self.seed, epoch, int(i)]).random((3, n))
         chosen = maskable & (draws[0] < self.p)
         labels = np.where(chosen, ids, -100)
         masked = ids.copy()
