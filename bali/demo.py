@@ -181,19 +181,26 @@ def write_corpus(terms: list[Term], path: Path) -> int:
     return len(docs)
 
 
-def write_held_out(terms: list[Term], path: Path, n: int, seed: int) -> int:
-    """The zero-shot entity-linking split: `n` concepts (fixed seed) with an exact synonym; one of
-    their synonyms each is held out of training (CUI <TAB> string)."""
+def write_el_task(terms: list[Term], el_dir: Path, n: int, seed: int) -> dict:
+    """The zero-shot entity-linking task in the SapBERT/BioSyn format: `n` concepts (fixed seed) with
+    an exact synonym; one synonym each is the query (`queries.txt`, CUI||mention) and the dictionary
+    is every other name and synonym of every concept (`dictionary.txt`, CUI||name). The queries are
+    also the held-out list the dataset stage keeps out of training."""
     import random
 
     live = [t for t in sorted(terms, key=lambda t: t.id) if not t.obsolete]
     cui = assign_cuis(live)
-    by_cui: dict[str, list[str]] = {}
-    for t in live:  # merged terms: the concept's exact synonyms are its terms' synonyms
-        by_cui.setdefault(cui[t.id], []).extend(s for s in t.synonyms if s != t.name)
+    synonyms: dict[str, list[str]] = {}
+    names: dict[str, list[str]] = {}
+    for t in live:  # merged terms: a concept's names are its terms' names
+        synonyms.setdefault(cui[t.id], []).extend(s for s in t.synonyms if s != t.name)
+        names.setdefault(cui[t.id], []).extend([t.name, *t.synonyms])
     rng = random.Random(seed)
-    chosen = rng.sample(sorted(c for c, syns in by_cui.items() if syns), n)
-    rows = sorted((c, rng.choice(sorted(set(by_cui[c])))) for c in chosen)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{c}\t{s}\n" for c, s in rows), encoding="utf-8", newline="\n")
-    return len(rows)
+    chosen = rng.sample(sorted(c for c, syns in synonyms.items() if syns), n)
+    queries = sorted((c, rng.choice(sorted(set(synonyms[c])))) for c in chosen)
+    held = set(queries)
+    dictionary = [(c, s) for c in sorted(names) for s in sorted(set(names[c])) if (c, s) not in held]
+    el_dir.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("queries.txt", queries), ("dictionary.txt", dictionary)):
+        (el_dir / name).write_text("".join(f"{c}||{s}\n" for c, s in rows), encoding="utf-8", newline="\n")
+    return {"el_queries": len(queries), "el_dictionary_names": len(dictionary)}

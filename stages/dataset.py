@@ -34,13 +34,16 @@ def main(argv=None):
     seeds = pl.scan_parquet(link_dir / "mentions.parquet").select("node_id").unique().collect()["node_id"].to_numpy()
     g = restrict(pl.read_parquet(graph_dir / "edges.parquet"), seeds, p["hops"])
     stats = {key: 0 for key in ("sentences_with_mentions", "mentions_in", "mentions_kept", "mentions_dropped_truncated",
-                                "sentences_dropped_no_mention_left")}
+                                "sentences_dropped_no_mention_left", "mentions_dropped_held_out")}
     with atomic_outputs(args.out_dir) as tmp:
         (tmp / "examples.parquet").mkdir()
         split_counts = {"train": 0, "val": 0}
         for name in shard_names(corpus_dir):
             sentences = pl.read_parquet(corpus_dir / "sentences.parquet" / f"{name}.parquet")
             mentions = pl.read_parquet(link_dir / "mentions.parquet" / f"{name}.parquet")
+            held = mentions["text"].str.to_lowercase().is_in(sorted(held_out))
+            stats["mentions_dropped_held_out"] += int(held.sum())
+            mentions = mentions.filter(~held)
             ex = build_examples(sentences, mentions, tokenizer, p["max_length"], p["base"]["seed"],
                                 p["val_fraction"], stats)
             ex = ex.with_columns(pl.col("mention_node").list.eval(  # graph node ids -> training node ids

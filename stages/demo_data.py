@@ -4,8 +4,8 @@
 
 Writes OUT_DIR/META/{MRCONSO,MRREL,MRSTY}.RRF (HPO as a UMLS source vocabulary, so the real UMLS
 code path runs on it), OUT_DIR/corpus.jsonl (one document per term definition),
-OUT_DIR/el/held_out.tsv (one exact synonym of 1,000 concepts, kept out of training for zero-shot
-entity linking), OUT_DIR/stats.json and OUT_DIR/params.json. HPO: https://hpo.jax.org
+OUT_DIR/el/{queries,dictionary}.txt (zero-shot entity linking: one exact synonym of 1,000 concepts
+is the query and is kept out of training; the dictionary is every other name), OUT_DIR/stats.json and OUT_DIR/params.json. HPO: https://hpo.jax.org
 (see the README for the licence and attribution).
 """
 import sys
@@ -28,8 +28,7 @@ def main(argv=None):
     with atomic_outputs(args.out_dir) as tmp:
         stats = demo.write_rrf(terms, tmp / "META")
         stats["corpus_documents"] = demo.write_corpus(terms, tmp / "corpus.jsonl")
-        stats["held_out_synonyms"] = demo.write_held_out(terms, tmp / "el" / "held_out.tsv", p["el_concepts"],
-                                                         p["base"]["seed"])
+        stats.update(demo.write_el_task(terms, tmp / "el", p["el_concepts"], p["base"]["seed"]))
         write_json(tmp / "stats.json", {"source": source, **stats})
         params.save_resolved(p, tmp, obo=source)
     print(f"demo_data: {stats['concepts']:,} concepts, {stats['mrconso_rows']:,} atoms, "

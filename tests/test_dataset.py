@@ -116,12 +116,14 @@ def test_demo_stage(tmp_path):
     run_stage("corpus", tmp_path / "c.jsonl", tmp_path / "corpus")
     run_stage("link", tmp_path / "g", tmp_path / "corpus", tmp_path / "link")
     run_stage("dataset", tmp_path / "g", tmp_path / "corpus", tmp_path / "link", tmp_path / "ds",
-              "-S", f"dataset.held_out={tmp_path / 'demo' / 'el' / 'held_out.tsv'}")
+              "-S", f"dataset.held_out={tmp_path / 'demo' / 'el' / 'queries.txt'}")
     stats = json.loads((tmp_path / "ds" / "stats.json").read_text())
     ex = pl.read_parquet(tmp_path / "ds" / "examples.parquet")
     assert stats["mentions_kept"] == ex["mention_node"].list.len().sum() > 300
     assert ex["mention_node"].explode().max() < stats["graph_nodes"]
-    held = {ln.split("\t")[1].lower() for ln in (tmp_path / "demo" / "el" / "held_out.tsv").read_text().splitlines()}
+    held = {ln.split("||")[1].lower() for ln in (tmp_path / "demo" / "el" / "queries.txt").read_text().splitlines()}
     assert len(held) == 1000 and not held & set(pl.read_parquet(tmp_path / "ds" / "names.parquet")["name"])
+    mentions = pl.read_parquet(tmp_path / "link" / "mentions.parquet")
+    assert stats["mentions_dropped_held_out"] == mentions["text"].str.to_lowercase().is_in(sorted(held)).sum() > 0
     graph = np.load(tmp_path / "ds" / "graph.npz", allow_pickle=False)
     assert graph["indptr"][-1] == len(graph["indices"]) == stats["graph_edges"]

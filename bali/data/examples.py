@@ -88,8 +88,9 @@ def build_examples(sentences: pl.DataFrame, mentions: pl.DataFrame, tokenizer, m
 
 
 def read_held_out(path: str | Path | None) -> set[str]:
-    """Lower-cased strings of a (CUI, string) TSV that must never be a node name in training."""
+    """Lower-cased strings of an entity-linking query file (CUI||mention lines) that must never be a
+    node name nor a mention in training."""
     if not path:
         return set()
-    return {line.split("\t", 1)[1].rstrip("\n").lower() for line in Path(path).read_text(encoding="utf-8").splitlines()
-            if "\t" in line}
+    return {line.split("||", 1)[1].lower() for line in Path(path).read_text(encoding="utf-8").splitlines()
+            if "||" in line}

@@ -1,0 +1,72 @@
+"""The fine-tuning loop shared by NER and classification: AdamW (no decay on biases and LayerNorm),
+linear warm-up and decay, gradient clipping, a fixed number of epochs, batches shuffled by seed.
+Kept small on purpose: what changes between base and aligned model is only the checkpoint."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+SPLITS = {"train": ("train",), "dev": ("dev", "devel"), "test": ("test",)}
+
+
+def train(model, examples: list, collate, p: dict, seed: int, device: str, desc: str = "fine-tune") -> None:
+    """Train `model` in place on `examples`; `collate(list) -> dict of tensors` (with `labels`)."""
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    decay = [p_ for n, p_ in model.named_parameters() if p_.ndim > 1]
+    no_decay = [p_ for n, p_ in model.named_parameters() if p_.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": p["weight_decay"]},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=p["lr"])
+    steps = p["epochs"] * -(-len(examples) // p["batch_size"])
+    warmup = int(p["warmup_fraction"] * steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup)))
+    model.to(device).train()
+    bar = tqdm(total=steps, desc=desc, mininterval=10)
+    for _ in range(p["epochs"]):
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        for i in range(0, len(order), p["batch_size"]):
+            batch = {k: v.to(device) for k, v in collate([examples[j] for j in order[i:i + p["batch_size"]]]).items()}
+            with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+                loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    bar.close()
+    model.eval()
+
+
+@torch.no_grad()
+def predict_logits(model, examples: list, collate, batch_size: int, device: str) -> list[torch.Tensor]:
+    """Logits per batch, in example order."""
+    model.to(device).eval()
+    out = []
+    for i in range(0, len(examples), batch_size):
+        batch = {k: v.to(device) for k, v in collate(examples[i:i + batch_size]).items() if k != "labels"}
+        out.append(model(**batch).logits.float().cpu())
+    return out
+
+
+def mean_std(values: list[float]) -> dict:
+    t = torch.tensor(values, dtype=torch.float64)
+    return {"mean": float(t.mean()), "std": float(t.std()) if len(values) > 1 else 0.0, "runs": values}
+
+
+def split_files(task_dir: Path) -> dict[str, Path]:
+    """train / dev / test files of a task folder, by name (NCBItrainset_corpus.txt, devel.tsv, ...)."""
+    files = {}
+    for split, keys in SPLITS.items():
+        found = sorted(f for f in task_dir.iterdir() if f.is_file() and any(k in f.name.lower() for k in keys)
+                       and not (split == "dev" and "test" in f.name.lower()))
+        if len(found) != 1:
+            raise FileNotFoundError(f"{task_dir}: expected one {split} file, found {[f.name for f in found]}")
+        files[split] = found[0]
+    return files

