@@ -29,7 +29,9 @@ def build_model(p: dict, lm_path: str) -> BaliModel:
                      dropout=p["dropout"], attention_dropout=p["attention_dropout"], residual=p["residual"],
                      zero_init=p["zero_init"], fresh_mlm_head=p["fresh_mlm_head"], loss=p["loss"],
                      temperature=p["temperature"], mlm_weight=p["mlm_weight"], contrastive_weight=p["contrastive_weight"],
-                     name_weight=p["name_weight"], gather_negatives=p["gather_negatives"])
+                     name_weight=p["name_weight"], name_negatives=p["name_negatives"],
+                     synonym_weight=p["synonym_weight"],
+                     gather_negatives=p["gather_negatives"])
 
 
 def optimizer(model: BaliModel, p: dict) -> torch.optim.Optimizer:
@@ -63,15 +65,16 @@ def save_checkpoint(path: Path, key: str, model, opt, sched, epoch: int, done: i
 
 
 def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0, world_size: int = 1,
-          stop_after: int | None = None, live=None) -> BaliModel:
+          stop_after: int | None = None, live=None, evaluate=None) -> BaliModel:
     """Train until p['max_steps'] (or p['epochs']); checkpoints go to run_dir. `stop_after` ends the
-    run early after that many optimiser steps (to test resuming)."""
+    run early after that many optimiser steps (to test resuming). `evaluate(lm) -> {name: value}`
+    runs on rank 0 before the first step and every p['eval_every'] steps; its figures are logged."""
     seed = p["base"]["seed"]
     torch.manual_seed(seed)
     data = TrainingData(dataset_dir, "train")
     dl, sampler = loader(data, p["batch_size"], seed, p["workers"], rank, world_size,
                          neighbors=p["neighbors"], mlm_probability=p["mlm_probability"],
-                         linear_graph=p["graph_encoder"] == "linear")
+                         linear_graph=p["graph_encoder"] == "linear", synonyms=p["synonym_weight"] > 0)
     per_epoch = len(sampler) // p["grad_accum"]
     total = min(p["max_steps"], per_epoch * p["epochs"]) if p["max_steps"] else per_epoch * p["epochs"]
     model = build_model(p, lm_path)
@@ -96,6 +99,22 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
         wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     bar = tqdm(total=total, initial=step, desc="pretrain", unit="step", disable=None if rank == 0 else True)
+
+    def log_evaluation():
+        if evaluate is None or rank != 0 or not p["eval_every"]:
+            return
+        model.eval()
+        figures = evaluate(model.lm)
+        model.train()
+        if live is not None:
+            for k, v in figures.items():
+                live.log_metric(k, v, plot=True)
+        print(f"pretrain: step {step}: {figures}", file=sys.stderr)
+
+    if step == 0:
+        log_evaluation()
+        if live is not None and rank == 0 and evaluate is not None and p["eval_every"]:
+            live.next_step()
     while step < total:
         sampler.set_epoch(epoch)
         t0, seen, real, padded = time.perf_counter(), 0, 0, 0
@@ -116,8 +135,10 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
             opt.zero_grad(set_to_none=True)
             step += 1
             bar.update()
+            if p["eval_every"] and (step % p["eval_every"] == 0 or step == total):
+                log_evaluation()
             if live is not None and rank == 0:
-                for k in ("loss", "mlm", "contrastive", "name"):
+                for k in ("loss", "mlm", "contrastive", "name", "synonym"):
                     live.log_metric(f"train/{k}", float(out[k].detach()))
                 live.log_metric("lr/lm", sched.get_last_lr()[0])
                 live.log_metric("lr/other", sched.get_last_lr()[1])

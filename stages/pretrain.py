@@ -35,6 +35,25 @@ def model_card(p: dict, dataset_dir: Path, metrics: dict) -> str:
             f"```json\n{json.dumps(metrics, indent=2, sort_keys=True)}\n```\n\nLoad: `AutoModel.from_pretrained(path)`.\n")
 
 
+def el_curve(task_dir: Path, tokenizer_dir: Path):
+    """acc@1 / acc@5 of the LM on an entity-linking task (the evaluate stage's default protocol),
+    for the curve of linking quality against training steps."""
+    from transformers import AutoTokenizer
+
+    from bali.evaluation import entity_linking as el
+
+    (q_cuis, q_texts), (d_cuis, d_texts) = (el.read_pairs(task_dir / f) for f in ("queries.txt", "dictionary.txt"))
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+
+    def evaluate(lm) -> dict:
+        device = str(next(lm.parameters()).device)
+        names, queries = (el.embed(lm, tok, texts, device=device) for texts in (d_texts, q_texts))
+        hit = el.hits(q_cuis, d_cuis, el.top_k(queries, names, 5, device=device)[1])
+        return {f"el/{k}": v for k, v in el.accuracy_at(hit, (1, 5)).items()}
+
+    return evaluate
+
+
 def main(argv=None):
     ap = params.stage_parser(__doc__, ("dataset_dir", "dataset output"), ("out_dir", "model folder"))
     args = ap.parse_args(argv)
@@ -48,7 +67,8 @@ def main(argv=None):
         from dvclive import Live
         # dvcyaml=None: dvc.yaml declares the plots itself; dvclive must not rewrite it.
         live = Live(p["dvclive_dir"], resume=(run_dir / "checkpoint.pt").exists(), save_dvc_exp=False, dvcyaml=None)
-    model = train(dataset_dir, run_dir, p, resolve_tokenizer_path(p["model"]), rank, world, live=live)
+    evaluate = el_curve(Path(p["eval_task"]), dataset_dir / "tokenizer") if p["eval_every"] and rank == 0 else None
+    model = train(dataset_dir, run_dir, p, resolve_tokenizer_path(p["model"]), rank, world, live=live, evaluate=evaluate)
     if rank == 0:
         from safetensors.torch import save_model
         from transformers import AutoTokenizer

@@ -106,3 +106,13 @@ def test_masks_do_not_depend_on_the_batch(data):
     alone, beside = ds[(0, 0, np.array([short]))], ds[(0, 0, np.array([short, long]))]
     n = len(data.input_ids[short])
     assert torch.equal(alone["input_ids"][0, :n], beside["input_ids"][0, :n])
+
+
+def test_synonyms_are_a_second_name_of_each_target(data):
+    for b in batches(data, synonyms=True):
+        names = b["node_names"]
+        assert b["name_rows"] == len(names) == len(b["graph_nodes"]) + len(set(b["target_nodes"].tolist()))
+        for t, own, syn in zip(b["target_nodes"].tolist(), b["target_node_index"].tolist(),
+                               b["target_synonym_index"].tolist()):
+            assert syn >= len(b["graph_nodes"]) and names[syn] != names[own]  # every demo node has two names
+            assert {names[own], names[syn]} == {f"concept {t}", f"synonym number {t} of it"}

@@ -1,6 +1,8 @@
 """Alignment losses against hand computation; the model's gradients reach every part; it learns."""
 import math
 
+import math
+
 import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM
@@ -98,3 +100,39 @@ def test_a_few_steps_lower_the_loss(tiny):
         opt.step()
         first = first if first is not None else loss.item()
     assert model(b)["loss"].item() < 0.7 * first
+
+
+def test_name_term_with_subgraph_negatives_by_hand(tiny):
+    """name_negatives=subgraph: NT-Xent over [mention vectors; every star node's name vector], each
+    labelled by its concept, so a sampled neighbour's name is a negative for every mention."""
+    model = BaliModel(tiny, layers=2, name_weight=1.0, name_negatives="subgraph").eval()
+    b = batch()
+    with torch.no_grad():
+        out = model(b)
+        hidden = model.lm(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
+        tokens = hidden[b["mention_rows"], b["mention_positions"]]
+        mentions = torch.zeros(5, 16).index_add(0, b["mention_owner"], tokens) / \
+            torch.bincount(b["mention_owner"], minlength=5).clamp(min=1).unsqueeze(1)
+        nodes = model.node_vectors(b)
+    x = torch.nn.functional.normalize(torch.cat([mentions, nodes]), dim=-1)
+    y = torch.cat([b["target_nodes"], b["graph_nodes"]])
+    e = (x @ x.T / 0.07).exp().tolist()
+    terms = []
+    for a in range(len(y)):  # neighbour names (13, 14, 15) have no positive: they are negatives only
+        negatives = sum(e[a][n] for n in range(len(y)) if y[n] != y[a])
+        terms += [-math.log(e[a][q] / (e[a][q] + negatives)) for q in range(len(y)) if q != a and y[q] == y[a]]
+    assert out["name"].item() == pytest.approx(sum(terms) / len(terms), rel=1e-4)
+
+
+def test_synonym_term_trains_lm_and_graph(tiny):
+    model = BaliModel(tiny, layers=2, mlm_weight=0.0, contrastive_weight=0.0, synonym_weight=1.0)
+    b = batch()
+    b["name_chunks"].append({"input_ids": torch.randint(5, 50, (3, 4)), "attention_mask": torch.ones(3, 4, dtype=torch.bool),
+                             "nodes": torch.tensor([6, 7, 8])})
+    b["name_rows"], b["target_synonym_index"] = 9, torch.tensor([6, 7, 6, 8, 7])
+    out = model(b)
+    out["loss"].backward()
+    assert out["loss"] == out["synonym"] > 0
+    grads = dict(model.named_parameters())
+    assert grads["mlm_model.bert.encoder.layer.0.attention.self.query.weight"].grad.abs().sum() > 0
+    assert grads["graph.out.0.weight"].grad.abs().sum() > 0

@@ -108,8 +108,8 @@ class AlignmentBatches(torch.utils.data.Dataset):
     collated batch, so a DataLoader uses `batch_size=None` and `sampler=BucketBatchSampler(...)`."""
 
     def __init__(self, data: TrainingData, seed: int, neighbors: int = 3, mlm_probability: float = 0.15,
-                 name_chunk: int = 64, linear_graph: bool = False):
-        self.data, self.seed, self.k = data, seed, neighbors
+                 name_chunk: int = 64, linear_graph: bool = False, synonyms: bool = False):
+        self.data, self.seed, self.k, self.synonyms = data, seed, neighbors, synonyms
         self.p, self.chunk, self.linear = mlm_probability, name_chunk, linear_graph
         tok = data.tokenizer
         self.pad_id, self.mask_id = tok.pad_token_id, tok.mask_token_id
@@ -169,6 +169,14 @@ class AlignmentBatches(torch.utils.data.Dataset):
         lo, hi = self.data.name_ptr[node], self.data.name_ptr[node + 1]
         return int(lo + rng.of(node, 1).integers(hi - lo))
 
+    def other_name_of(self, node: int, first: int, rng: "NodeRandomness") -> int:
+        """A second name of the node, other than `first` when it has one."""
+        lo, hi = self.data.name_ptr[node], self.data.name_ptr[node + 1]
+        if hi - lo < 2:
+            return int(lo)
+        j = int(lo + rng.of(node, 2).integers(hi - lo - 1))
+        return j + 1 if j >= first else j
+
     def subgraphs(self, targets: np.ndarray, rng) -> dict:
         """One star per distinct target (its own copies of its neighbours, so message passing never
         leaves a star and a target's vector does not depend on the rest of the batch); the text of
@@ -186,6 +194,11 @@ class AlignmentBatches(torch.utils.data.Dataset):
                 dst.append(center[int(t)])
                 slots.append(local[int(n)])
         names = [self.name_of(int(n), rng) for n in nodes]
+        extra = {}
+        if self.synonyms:  # one more name per distinct target, encoded after the nodes' names
+            names += [self.other_name_of(int(t), names[local[int(t)]], rng) for t in unique]
+            row = {int(t): len(nodes) + i for i, t in enumerate(unique)}
+            extra["target_synonym_index"] = torch.tensor([row[int(t)] for t in targets])
         chunks = []
         for part in self.length_groups([len(self.data.name_ids[j]) for j in names]):
             ids, mask = pad([self.data.name_ids[names[i]] for i in part], self.pad_id)
@@ -193,7 +206,7 @@ class AlignmentBatches(torch.utils.data.Dataset):
                            "nodes": torch.from_numpy(part)})
         return {"graph_nodes": torch.from_numpy(nodes), "star_nodes": torch.tensor(slots, dtype=torch.long),
                 "edge_index": torch.tensor([src, dst], dtype=torch.long), "name_chunks": chunks,
-                "node_names": [self.data.name_texts[j] for j in names],
+                "node_names": [self.data.name_texts[j] for j in names], "name_rows": len(names), **extra,
                 "target_node_index": torch.tensor([local[int(t)] for t in targets]),
                 "target_star_index": torch.tensor([center[int(t)] for t in targets]),
                 "name_real_tokens": sum(int(c["attention_mask"].sum()) for c in chunks),

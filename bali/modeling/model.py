@@ -4,7 +4,13 @@ for node names, a graph encoder over each batch's subgraphs, and the alignment l
 Mention vector: mean of last-layer subword vectors over every token of every mention of a concept
 in a sentence. Node vector: its sampled name through the same LM (gradients flow), mean-pooled.
 Graph vector: the graph encoder's output on the target node, or, for the "linear graph" variant,
-the [CLS] vector of the subgraph written as text. The checkpoint's own MLM head is used when it
+the [CLS] vector of the subgraph written as text.
+
+Loss terms (each with its weight): MLM; `contrastive` mention <-> graph vector (the method);
+`name` mention <-> the target's sampled name, with the other targets' names (or, `name_negatives:
+subgraph`, every name of the stars: the sampled neighbours become hard negatives); `synonym` graph
+vector <-> a second name of the target, encoded alone, which trains the name space that zero-shot
+entity linking ranks in. The checkpoint's own MLM head is used when it
 has one; `fresh_mlm_head` re-initialises it (the published code always used a fresh one).
 """
 from __future__ import annotations
@@ -45,7 +51,7 @@ class BaliModel(nn.Module):
                  dropout: float = 0.1, attention_dropout: float = 0.1, residual: bool = False, zero_init: bool = False,
                  fresh_mlm_head: bool = False, loss: str = "nt_xent", temperature: float = 0.07,
                  mlm_weight: float = 1.0, contrastive_weight: float = 1.0, name_weight: float = 0.0,
-                 gather_negatives: bool = True):
+                 name_negatives: str = "targets", synonym_weight: float = 0.0, gather_negatives: bool = True):
         super().__init__()
         from transformers import AutoModelForMaskedLM
 
@@ -59,7 +65,13 @@ class BaliModel(nn.Module):
         self.graph = None if self.linear_graph else GraphEncoder(graph_encoder, hidden, layers, heads, dropout,
                                                                  attention_dropout, residual, zero_init)
         self.loss_kind, self.temperature, self.gather = loss, temperature, gather_negatives
-        self.weights = {"mlm": mlm_weight, "contrastive": contrastive_weight, "name": name_weight}
+        self.weights = {"mlm": mlm_weight, "contrastive": contrastive_weight, "name": name_weight,
+                        "synonym": synonym_weight}
+        if synonym_weight and self.linear_graph:
+            raise ValueError("the synonym term needs a graph encoder (gatv2 or sage), not the linear graph")
+        if name_negatives not in ("targets", "subgraph"):
+            raise ValueError(f"name_negatives must be targets or subgraph, not {name_negatives!r}")
+        self.name_negatives = name_negatives
 
     @property
     def lm(self):
@@ -72,12 +84,15 @@ class BaliModel(nn.Module):
                     and getattr(module, "weight", None) is not tied:
                 module.reset_parameters()
 
-    def align_loss(self, a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Under DDP with `gather_negatives`, over every rank's vectors: each rank computes the loss
-        of the global batch, and DDP's gradient averaging then gives the single-process gradient."""
+    def align_loss(self, a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor,
+                   b_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """NT-Xent (or multi-similarity) over [a; b], every same-concept pair a positive. Under DDP
+        with `gather_negatives`, over every rank's vectors: each rank computes the loss of the global
+        batch, and DDP's gradient averaging then gives the single-process gradient."""
+        b_labels = labels if b_labels is None else b_labels
         if self.gather and world_size() > 1:
-            a, b, labels = gather_rows(a), gather_rows(b), gather_rows(labels)
-        x, y = torch.cat([a, b]), torch.cat([labels, labels])
+            a, b, labels, b_labels = gather_rows(a), gather_rows(b), gather_rows(labels), gather_rows(b_labels)
+        x, y = torch.cat([a, b]), torch.cat([labels, b_labels])
         if self.loss_kind == "multi_similarity":
             return multi_similarity(x, y)
         return nt_xent(x, y, self.temperature)
@@ -88,7 +103,7 @@ class BaliModel(nn.Module):
             h = mean_pool(self.lm(input_ids=chunk["input_ids"], attention_mask=chunk["attention_mask"]).last_hidden_state,
                           chunk["attention_mask"])
             if out is None:
-                out = h.new_zeros(len(batch["graph_nodes"]), h.shape[-1])
+                out = h.new_zeros(batch.get("name_rows", len(batch["graph_nodes"])), h.shape[-1])
             out = out.index_copy(0, chunk["nodes"], h)
         return out
 
@@ -125,7 +140,14 @@ class BaliModel(nn.Module):
             graph = self.graph(nodes[batch["star_nodes"]], batch["edge_index"], batch["target_star_index"])
             names = nodes[batch["target_node_index"]]
         losses["contrastive"] = self.align_loss(mentions, graph, labels)
-        losses["name"] = self.align_loss(mentions, names, labels) if names is not None and self.weights["name"] > 0 \
-            else hidden.new_zeros(())
-        losses["loss"] = sum(self.weights[k] * losses[k] for k in ("mlm", "contrastive", "name"))
+        if names is None or self.weights["name"] == 0:
+            losses["name"] = hidden.new_zeros(())
+        elif self.name_negatives == "subgraph":  # every node name of the stars: neighbours are hard negatives
+            losses["name"] = self.align_loss(mentions, nodes, labels, batch["graph_nodes"].to(labels.device, torch.long))
+        else:
+            losses["name"] = self.align_loss(mentions, names, labels)
+        # graph vector <-> another name of the same concept, encoded alone (GEBERT's node-name alignment)
+        losses["synonym"] = self.align_loss(graph, nodes[batch["target_synonym_index"]], labels) \
+            if self.weights["synonym"] > 0 else hidden.new_zeros(())
+        losses["loss"] = sum(self.weights[k] * losses[k] for k in self.weights)
         return losses

@@ -1,0 +1,46 @@
+"""The report: base vs aligned per task, training curves, the ablation table.
+
+  python stages/report.py EVAL_DIR LIVE_DIR OUT_DIR [-S report.KEY=VALUE ...]
+
+Reads EVAL_DIR/<model>/<task>/{metrics.json,predictions.parquet} (the evaluate stage), LIVE_DIR
+(dvclive's pre-training logs) and `report.ablations` (a CSV exported from `dvc exp show`, see
+README). Writes OUT_DIR/report.md with its figures (PNG), OUT_DIR/compare.json (every figure and
+paired test in the report, a DVC metric) and OUT_DIR/params.json.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bali import params, report  # noqa: E402
+from bali.io import atomic_outputs, write_json  # noqa: E402
+
+
+def main(argv=None):
+    ap = params.stage_parser(__doc__, ("eval_dir", "evaluate outputs"), ("live_dir", "dvclive folder of pretrain"),
+                             ("out_dir", "output folder"))
+    args = ap.parse_args(argv)
+    p = params.load("report", args.overrides, args.params)
+    eval_dir, live_dir = Path(args.eval_dir), Path(args.live_dir)
+    rows = report.comparison(eval_dir, p["base_model"], p["base"]["seed"])
+    if not rows:
+        raise SystemExit(f"report: no metrics.json under {eval_dir}/<model>/<task>/")
+    ablations = report.read_ablations(Path(p["ablations"])) if p["ablations"] and Path(p["ablations"]).exists() else []
+    with atomic_outputs(args.out_dir) as tmp:
+        figures = {"comparison": "comparison.png"}
+        report.plot_comparison(rows, tmp / "comparison.png")
+        if report.plot_curves(live_dir, ["train/contrastive", "train/name", "train/synonym", "train/mlm"], tmp / "losses.png",
+                              "pre-training losses (moving mean of 10 steps)", smooth=10):
+            figures["losses"] = "losses.png"
+        if report.plot_curves(live_dir, ["el/acc@1", "el/acc@5"], tmp / "el_curve.png",
+                              "entity linking of the LM during pre-training"):
+            figures["el_curve"] = "el_curve.png"
+        (tmp / "report.md").write_text(report.render(rows, figures, ablations, p["base_model"]), encoding="utf-8")
+        write_json(tmp / "compare.json", {f"{r['task']}/{r['model']}": {k: v for k, v in r.items() if k != "protocol"}
+                                          for r in rows})
+        params.save_resolved(p, tmp, eval_dir=str(eval_dir), live_dir=str(live_dir))
+    print(f"report: {len(rows)} (model, task) results -> {args.out_dir}/report.md")
+
+
+if __name__ == "__main__":
+    main()
