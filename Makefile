@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench ablations clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,12 @@ demo: setup
 
 test: setup
 	PATH="$(BIN):$$PATH" $(PY) -m pytest -q
+
+# Each row of ablations/demo.yaml as a DVC experiment (after `make demo`), then the report's table.
+ablations: setup
+	PATH="$(BIN):$$PATH" $(PY) -m bali.ablations run ablations/demo.yaml
+	PATH="$(BIN):$$PATH" $(PY) -m bali.ablations table ablations/demo.yaml
+	PATH="$(BIN):$$PATH" dvc repro report
 
 bench: setup
 	$(PY) bench/umls_graph.py

@@ -73,7 +73,8 @@ def main(argv=None):
         from safetensors.torch import save_model
         from transformers import AutoTokenizer
 
-        metrics = {k: v for k, v in (live.summary or {}).items() if not k.startswith("step")}
+        # losses only: throughput would make the model card (and the output hash) differ run to run
+        metrics = {k: v for k, v in (live.summary or {}).items() if k in ("train", "el")}
         live.end()
         with atomic_outputs(args.out_dir) as tmp:
             model.lm.save_pretrained(tmp)

@@ -4,7 +4,7 @@
 
 Reads EVAL_DIR/<model>/<task>/{metrics.json,predictions.parquet} (the evaluate stage), LIVE_DIR
 (dvclive's pre-training logs) and `report.ablations` (a CSV exported from `dvc exp show`, see
-README). Writes OUT_DIR/report.md with its figures (PNG), OUT_DIR/compare.json (every figure and
+README). Writes OUT_DIR/report.md with its figures (OUT_DIR/figures/*.png), OUT_DIR/compare.json (every figure and
 paired test in the report, a DVC metric) and OUT_DIR/params.json.
 """
 import sys
@@ -27,14 +27,15 @@ def main(argv=None):
         raise SystemExit(f"report: no metrics.json under {eval_dir}/<model>/<task>/")
     ablations = report.read_ablations(Path(p["ablations"])) if p["ablations"] and Path(p["ablations"]).exists() else []
     with atomic_outputs(args.out_dir) as tmp:
-        figures = {"comparison": "comparison.png"}
-        report.plot_comparison(rows, tmp / "comparison.png")
-        if report.plot_curves(live_dir, ["train/contrastive", "train/name", "train/synonym", "train/mlm"], tmp / "losses.png",
-                              "pre-training losses (moving mean of 10 steps)", smooth=10):
-            figures["losses"] = "losses.png"
-        if report.plot_curves(live_dir, ["el/acc@1", "el/acc@5"], tmp / "el_curve.png",
+        (tmp / "figures").mkdir()
+        figures = {"comparison": "figures/comparison.png"}
+        report.plot_comparison(rows, tmp / figures["comparison"])
+        if report.plot_curves(live_dir, ["train/contrastive", "train/name", "train/synonym", "train/mlm"],
+                              tmp / "figures" / "losses.png", "pre-training losses (moving mean of 10 steps)", smooth=10):
+            figures["losses"] = "figures/losses.png"
+        if report.plot_curves(live_dir, ["el/acc@1", "el/acc@5"], tmp / "figures" / "el_curve.png",
                               "entity linking of the LM during pre-training"):
-            figures["el_curve"] = "el_curve.png"
+            figures["el_curve"] = "figures/el_curve.png"
         (tmp / "report.md").write_text(report.render(rows, figures, ablations, p["base_model"]), encoding="utf-8")
         write_json(tmp / "compare.json", {f"{r['task']}/{r['model']}": {k: v for k, v in r.items() if k != "protocol"}
                                           for r in rows})

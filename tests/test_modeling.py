@@ -136,3 +136,14 @@ def test_synonym_term_trains_lm_and_graph(tiny):
     grads = dict(model.named_parameters())
     assert grads["mlm_model.bert.encoder.layer.0.attention.self.query.weight"].grad.abs().sum() > 0
     assert grads["graph.out.0.weight"].grad.abs().sum() > 0
+
+
+def test_all_terms_together(tiny):
+    model = BaliModel(tiny, layers=2, name_weight=1.0, name_negatives="subgraph", synonym_weight=1.0)
+    b = batch()
+    b["name_chunks"].append({"input_ids": torch.randint(5, 50, (3, 4)), "attention_mask": torch.ones(3, 4, dtype=torch.bool),
+                             "nodes": torch.tensor([6, 7, 8])})
+    b["name_rows"], b["target_synonym_index"] = 9, torch.tensor([6, 7, 6, 8, 7])
+    out = model(b)
+    assert out["loss"].item() == pytest.approx(sum(out[k].item() for k in ("mlm", "contrastive", "name", "synonym")))
+    assert min(out[k].item() for k in ("contrastive", "name", "synonym")) > 0

@@ -136,7 +136,8 @@ class BaliModel(nn.Module):
             graph = cls[batch["target_node_index"]]
             names = None
         else:
-            nodes = self.node_vectors(batch)
+            vectors = self.node_vectors(batch)  # the star nodes' names, then the targets' second names
+            nodes = vectors[:len(batch["graph_nodes"])]
             graph = self.graph(nodes[batch["star_nodes"]], batch["edge_index"], batch["target_star_index"])
             names = nodes[batch["target_node_index"]]
         losses["contrastive"] = self.align_loss(mentions, graph, labels)
@@ -147,7 +148,7 @@ class BaliModel(nn.Module):
         else:
             losses["name"] = self.align_loss(mentions, names, labels)
         # graph vector <-> another name of the same concept, encoded alone (GEBERT's node-name alignment)
-        losses["synonym"] = self.align_loss(graph, nodes[batch["target_synonym_index"]], labels) \
+        losses["synonym"] = self.align_loss(graph, vectors[batch["target_synonym_index"]], labels) \
             if self.weights["synonym"] > 0 else hidden.new_zeros(())
         losses["loss"] = sum(self.weights[k] * losses[k] for k in self.weights)
         return losses

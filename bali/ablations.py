@@ -1,0 +1,91 @@
+"""Ablations as DVC experiments: each row of ablations/NAME.yaml is one `dvc exp run --temp -n ROW
+-S ...` of the pipeline, and the table is read back from `dvc exp show --json`.
+
+  python -m bali.ablations run ablations/demo.yaml     # runs the rows that are not there yet
+  python -m bali.ablations table ablations/demo.yaml   # -> ablations/demo.csv (the report's table)
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import yaml
+
+FIELDS = ["row", "what", "overrides", "acc@1", "Δ vs base (pts) [95 % CI]", "McNemar p", "seen acc@1",
+          "unseen acc@1", "examples/s"]
+
+
+def rows(spec: Path) -> list[dict]:
+    return yaml.safe_load(spec.read_text(encoding="utf-8"))["rows"]
+
+
+def experiments() -> dict[str, dict]:
+    """{experiment name: its data} from `dvc exp show --json` (baseline commits included by name)."""
+    shown = json.loads(subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True,
+                                      check=True).stdout)
+    found = {}
+    for rev in shown:
+        for exp in rev.get("experiments") or []:
+            for r in exp.get("revs", []):
+                if r.get("name") and r.get("data"):
+                    found[r["name"]] = r["data"]
+    return found
+
+
+def run(spec: Path) -> None:
+    done = experiments()
+    for row in rows(spec):
+        if row["name"] in done:
+            print(f"ablations: {row['name']} is already an experiment; `dvc exp remove {row['name']}` to rerun it")
+            continue
+        cmd = ["dvc", "exp", "run", "--temp", "-n", row["name"]] + [a for o in row["set"] for a in ("-S", o)]
+        print("ablations:", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+
+
+def figures(data: dict, task: str = "demo_el", model: str = "bali") -> dict:
+    compare = data["metrics"]["reports/compare.json"]["data"][f"{task}/{model}"]
+    paired = compare.get("paired", {})
+    live = data["metrics"]["dvclive/pretrain/metrics.json"]["data"]
+    return {"acc@1": f"{compare['value']:.3f}",
+            "Δ vs base (pts) [95 % CI]": f"{100 * paired['delta']:+.1f} [{100 * paired['ci95'][0]:+.1f}, "
+                                         f"{100 * paired['ci95'][1]:+.1f}]" if paired else "",
+            "McNemar p": f"{paired['mcnemar_p']:.2g}" if paired else "",
+            "seen acc@1": f"{compare.get('seen acc@1', float('nan')):.3f}",
+            "unseen acc@1": f"{compare.get('unseen acc@1', float('nan')):.3f}",
+            "examples/s": f"{live.get('examples_per_s', float('nan')):.1f}"}
+
+
+def table(spec: Path, out: Path) -> None:
+    found = experiments()
+    missing = [r["name"] for r in rows(spec) if r["name"] not in found]
+    if missing:
+        raise SystemExit(f"ablations: no experiment named {', '.join(missing)}; run `python -m bali.ablations run {spec}`")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, FIELDS)
+        w.writeheader()
+        for r in rows(spec):
+            w.writerow({"row": r["name"], "what": r["what"], "overrides": " ".join(f"-S {o}" for o in r["set"]),
+                        **figures(found[r["name"]])})
+    tmp.replace(out)
+    print(f"ablations: {len(rows(spec))} rows -> {out}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("action", choices=["run", "table"])
+    ap.add_argument("spec", type=Path)
+    args = ap.parse_args(argv)
+    if args.action == "run":
+        run(args.spec)
+    else:
+        table(args.spec, args.spec.with_suffix(".csv"))
+
+
+if __name__ == "__main__":
+    main()
