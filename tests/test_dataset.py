@@ -111,7 +111,10 @@ def test_held_out_names_never_used(minilm):
 def test_demo_stage(tmp_path):
     for stage, args in [("demo_data", [tmp_path / "demo"]), ("umls_graph", [tmp_path / "demo" / "META", tmp_path / "g"])]:
         run_stage(stage, *args)
-    lines = (tmp_path / "demo" / "corpus.jsonl").read_text().splitlines()[:400]
+    lines = (tmp_path / "demo" / "corpus.jsonl").read_text().splitlines()
+    held = {ln.split("||")[1].lower() for ln in (tmp_path / "demo" / "el" / "queries.txt").read_text().splitlines()}
+    with_held = [ln for ln in lines[300:] if any(f" {h} " in ln.lower() for h in held)]
+    lines = lines[:300] + with_held[:100]  # some documents that mention held-out strings
     (tmp_path / "c.jsonl").write_text("\n".join(lines) + "\n")
     run_stage("corpus", tmp_path / "c.jsonl", tmp_path / "corpus")
     run_stage("link", tmp_path / "g", tmp_path / "corpus", tmp_path / "link")
@@ -121,7 +124,6 @@ def test_demo_stage(tmp_path):
     ex = pl.read_parquet(tmp_path / "ds" / "examples.parquet")
     assert stats["mentions_kept"] == ex["mention_node"].list.len().sum() > 300
     assert ex["mention_node"].explode().max() < stats["graph_nodes"]
-    held = {ln.split("||")[1].lower() for ln in (tmp_path / "demo" / "el" / "queries.txt").read_text().splitlines()}
     assert len(held) == 1000 and not held & set(pl.read_parquet(tmp_path / "ds" / "names.parquet")["name"])
     mentions = pl.read_parquet(tmp_path / "link" / "mentions.parquet")
     assert stats["mentions_dropped_held_out"] == mentions["text"].str.to_lowercase().is_in(sorted(held)).sum() > 0

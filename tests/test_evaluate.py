@@ -146,9 +146,26 @@ def test_ncbi_disease_converts_to_bio():
     from bali.corpus.sentences import SentenceSplitter
 
     stats = {k: 0 for k in ("mentions", "mentions_overlapping_dropped", "sentences_joined_at_mentions",
-                            "words_cut_at_mentions")}
+                            "words_cut_at_mentions", "unreadable_lines")}
     with SentenceSplitter() as splitter:
         sents = ner.read_pubtator_bio(SHARED_DATA / "ncbi-disease" / "NCBItestset_corpus.txt", splitter, "Disease", stats)
     entities = sum(t.startswith("B-") for _, tags in sents for t in tags)
     assert entities == stats["mentions"] - stats["mentions_overlapping_dropped"] and entities > 900
     assert 900 < len(sents) < 1100
+
+
+def test_report_pairs_the_two_models_query_by_query(tmp_path):
+    hits = {"base": [True, False, False, False, True, True], "bali": [True, True, True, True, True, False]}
+    for model, h in hits.items():
+        d = tmp_path / "eval" / model / "el"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({"kind": "entity_linking", "protocol": "p", "acc@1": sum(h) / 6,
+                                                    "acc@5": 1.0, "queries": 6, "dictionary_names": 9}))
+        order = [5, 3, 1, 0, 2, 4] if model == "bali" else range(6)  # rows in another order: paired by query
+        pl.DataFrame({"cui": [f"C{i}" for i in order], "query": [f"q{i}" for i in order],
+                      "hit@1": [h[i] for i in order]}).write_parquet(d / "predictions.parquet")
+    run_stage("report", tmp_path / "eval", tmp_path / "no-live", tmp_path / "rep", "-S", "report.ablations=")
+    got = json.loads((tmp_path / "rep" / "compare.json").read_text())["el/bali"]["paired"]
+    assert got["delta"] == pytest.approx(1 / 3) and (got["only_base"], got["only_aligned"]) == (1, 3)
+    assert got["mcnemar_p"] == pytest.approx(0.625)
+    assert "| el | bali | acc@1 | 0.833 | +33.3" in (tmp_path / "rep" / "report.md").read_text()

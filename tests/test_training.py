@@ -51,7 +51,7 @@ def test_loss_falls(setup, tmp_path):
     model = train(ds, tmp_path / "run", {**p, "max_steps": 30, "checkpoint_every": 100}, str(tmp / "lm")).eval()
     untrained = train(ds, tmp_path / "run0", {**p, "max_steps": 1, "lm_lr": 0.0, "other_lr": 0.0,
                                               "checkpoint_every": 100}, str(tmp / "lm")).eval()
-    dl, _ = loader(TrainingData(ds), 8, 29)
+    dl, _ = loader(TrainingData(ds), 8, 29, synonyms=True)
     batch = next(iter(dl))
     with torch.no_grad():
         assert model(batch)["loss"] < untrained(batch)["loss"]

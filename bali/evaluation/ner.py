@@ -6,7 +6,9 @@ BC2GM and JNLPBA are distributed this way). PubTator → BIO: the corpus stage's
 words are `\\w+` runs and single symbols, also cut at every mention boundary, so a mention that
 starts or ends inside a word (`BRCA1-associated`) keeps its exact extent; a composite mention
 (`breast and ovarian cancer`) is one entity; a mention crossing a sentence boundary joins the two
-sentences; of overlapping mentions the first (longest) is kept. Every such case is counted.
+sentences; of overlapping mentions the first (longest) is kept; a gold line that cannot be read
+(offsets that miss the mention's text) is skipped and reported with file and line. Every such
+case is counted.
 Dev is reported, not used to select anything: fixed epochs, one model per seed.
 """
 from __future__ import annotations
@@ -88,8 +90,12 @@ def read_pubtator_bio(path: Path, splitter, entity_type: str, stats: dict) -> li
 
     docs = []
     for item in pubtator.read(path):
-        if isinstance(item, RecordError):
-            raise item
+        if isinstance(item, RecordError):  # a gold mention whose offsets miss its text: counted, reported
+            stats["unreadable_lines"] += 1
+            stats.setdefault("unreadable_examples", [])
+            if len(stats["unreadable_examples"]) < 10:
+                stats["unreadable_examples"].append(str(item))
+            continue
         docs.append(item)
     texts = [d.title + " " + d.sections[0][1] for d in docs]
     segments = [[(0, len(d.title)), (len(d.title) + 1, len(t))] for d, t in zip(docs, texts)]
@@ -159,7 +165,7 @@ def run(model_dir: str | Path, task_dir: str | Path, p: dict, device: str, seed:
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     stats = {k: 0 for k in ("mentions", "mentions_overlapping_dropped", "sentences_joined_at_mentions",
-                            "words_cut_at_mentions")}
+                            "words_cut_at_mentions", "unreadable_lines")}
     data = load_splits(Path(task_dir), p, stats)
     labels = ["O", *sorted({t for _, tags in data["train"] for t in tags} - {"O"})]
     unknown = {t for s in ("dev", "test") for _, tags in data[s] for t in tags} - set(labels)
