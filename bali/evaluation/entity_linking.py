@@ -61,7 +61,7 @@ def embed(model, tokenizer, texts: list[str], pooling: str = "mean", batch_size:
 
 
 @torch.no_grad()
-def top_k(queries: torch.Tensor, names: torch.Tensor, k: int, query_chunk: int = 1024, name_chunk: int = 262144,
+def top_k(queries: torch.Tensor, names: torch.Tensor, k: int, query_chunk: int = 1024, name_chunk: int = 65536,
           device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """(scores, indices) of the k highest dot products of each query row with the name rows, best
     first (the order of exact ties is unspecified). Memory: query_chunk x (name_chunk + k) scores."""
