@@ -51,8 +51,9 @@ def figures(data: dict, task: str = "demo_el", model: str = "bali") -> dict:
     paired = compare.get("paired", {})
     live = data["metrics"]["dvclive/pretrain/metrics.json"]["data"]
     return {"acc@1": f"{compare['value']:.3f}",
-            "Δ vs base (pts) [95 % CI]": f"{100 * paired['delta']:+.1f} [{100 * paired['ci95'][0]:+.1f}, "
-                                         f"{100 * paired['ci95'][1]:+.1f}]" if paired else "",
+            "Δ vs base (pts) [95 % CI]": (f"{100 * paired['delta']:+.1f}" + (
+                f" [{100 * paired['ci95_low']:+.1f}, {100 * paired['ci95_high']:+.1f}]" if "ci95_low" in paired else ""))
+            if paired else "",
             "McNemar p": f"{paired['mcnemar_p']:.2g}" if paired else "",
             "seen acc@1": f"{compare.get('seen acc@1', float('nan')):.3f}",
             "unseen acc@1": f"{compare.get('unseen acc@1', float('nan')):.3f}",

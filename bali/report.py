@@ -34,7 +34,8 @@ def el_paired(eval_dir: Path, task: str, base: str, model: str, seed: int) -> di
         raise ValueError(f"{task}: {base} and {model} were evaluated on different queries")
     ha, hb = a["hit@1"].to_numpy(), b["hit@1"].to_numpy()
     lo, hi = paired_bootstrap(ha, hb, seed=seed)
-    return {"delta": float(hb.mean() - ha.mean()), "ci95": [lo, hi], "mcnemar_p": mcnemar_exact(ha, hb),
+    # scalars only: DVC's metrics (dvc exp show) keep numbers, not lists
+    return {"delta": float(hb.mean() - ha.mean()), "ci95_low": lo, "ci95_high": hi, "mcnemar_p": mcnemar_exact(ha, hb),
             "only_base": int((ha & ~hb).sum()), "only_aligned": int((~ha & hb).sum())}
 
 
@@ -137,8 +138,8 @@ def render(rows: list[dict], figures: dict[str, str], ablations: list[dict], bas
            "test on hit@1 and a paired-bootstrap 95 % interval of the gain.", "", "## Base vs aligned", ""]
     out.append(table(["task", "model", "metric", "value", "Δ vs base [95 % CI]", "McNemar p"],
                      [[r["task"], r["model"], r["metric"], _fmt(r["value"], r["std"]),
-                       (f"{100 * r['paired']['delta']:+.1f} [{100 * r['paired']['ci95'][0]:+.1f}, "
-                        f"{100 * r['paired']['ci95'][1]:+.1f}] pts") if "paired" in r else "",
+                       (f"{100 * r['paired']['delta']:+.1f} [{100 * r['paired']['ci95_low']:+.1f}, "
+                        f"{100 * r['paired']['ci95_high']:+.1f}] pts") if "paired" in r else "",
                        f"{r['paired']['mcnemar_p']:.2g}" if "paired" in r else ""] for r in rows]))
     el = [r for r in rows if r["kind"] == "entity_linking"]
     if el:
