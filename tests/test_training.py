@@ -55,3 +55,16 @@ def test_loss_falls(setup, tmp_path):
     batch = next(iter(dl))
     with torch.no_grad():
         assert model(batch)["loss"] < untrained(batch)["loss"]
+
+
+def test_evaluation_curve_points(setup, tmp_path):
+    ds, tmp, p = setup
+    calls = []
+
+    def evaluate(lm):
+        calls.append(lm.training)
+        return {"el/acc@1": 0.5}
+
+    train(ds, tmp_path / "run", {**p, "max_steps": 5, "eval_every": 2, "checkpoint_every": 100}, str(tmp / "lm"),
+          evaluate=evaluate)
+    assert calls == [False, False, False, False]  # before step 1, after steps 2, 4 and the last (5), in eval mode
