@@ -23,14 +23,15 @@ def rows(spec: Path) -> list[dict]:
 
 
 def experiments() -> dict[str, dict]:
-    """{experiment name: its data} from `dvc exp show --json` (baseline commits included by name)."""
-    shown = json.loads(subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True,
-                                      check=True).stdout)
+    """{experiment name: its data} from `dvc exp show --json --all-commits`; of two experiments with
+    one name, the one on the newest commit."""
+    shown = json.loads(subprocess.run(["dvc", "exp", "show", "--json", "--all-commits"], capture_output=True,
+                                      text=True, check=True).stdout)
     found = {}
     for rev in shown:
         for exp in rev.get("experiments") or []:
             for r in exp.get("revs", []):
-                if r.get("name") and r.get("data"):
+                if r.get("name") and r.get("data") and r["name"] not in found:
                     found[r["name"]] = r["data"]
     return found
 
