@@ -94,12 +94,12 @@ def plot_curves(live_dir: Path, names: list[str], path: Path, title: str, smooth
     import matplotlib.pyplot as plt
 
     found = [(n, live_dir / "plots" / "metrics" / f"{n}.tsv") for n in names]
-    found = [(n, f) for n, f in found if f.exists()]
-    if not found:
+    series = [(n, *read_tsv_series(f)) for n, f in found if f.exists()]
+    series = [(n, x, y) for n, x, y in series if np.any(y)]  # a term weighted 0 logs zeros
+    if not series:
         return False
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    for name, f in found:
-        x, y = read_tsv_series(f)
+    for name, x, y in series:
         if smooth > 1 and len(y) >= smooth:
             y = np.convolve(y, np.ones(smooth) / smooth, mode="valid")
             x = x[smooth - 1:]
