@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 FIELDS = ["row", "what", "overrides", "acc@1", "Δ vs base (pts) [95 % CI]", "McNemar p", "seen acc@1",
-          "unseen acc@1", "examples/s"]
+          "unseen acc@1"]
 
 
 def rows(spec: Path) -> list[dict]:
@@ -50,15 +50,13 @@ def run(spec: Path) -> None:
 def figures(data: dict, task: str = "demo_el", model: str = "bali") -> dict:
     compare = data["metrics"]["reports/compare.json"]["data"][f"{task}/{model}"]
     paired = compare.get("paired", {})
-    live = data["metrics"]["dvclive/pretrain/metrics.json"]["data"]
     return {"acc@1": f"{compare['value']:.3f}",
             "Δ vs base (pts) [95 % CI]": (f"{100 * paired['delta']:+.1f}" + (
                 f" [{100 * paired['ci95_low']:+.1f}, {100 * paired['ci95_high']:+.1f}]" if "ci95_low" in paired else ""))
             if paired else "",
             "McNemar p": f"{paired['mcnemar_p']:.2g}" if paired else "",
             "seen acc@1": f"{compare.get('seen acc@1', float('nan')):.3f}",
-            "unseen acc@1": f"{compare.get('unseen acc@1', float('nan')):.3f}",
-            "examples/s": f"{live.get('examples_per_s', float('nan')):.1f}"}
+            "unseen acc@1": f"{compare.get('unseen acc@1', float('nan')):.3f}"}
 
 
 def table(spec: Path, out: Path) -> None:
