@@ -28,12 +28,21 @@ def parse_override(text: str) -> tuple[list[str], object]:
     return key.strip().split("."), value
 
 
+def _floats(value):
+    """YAML 1.1 (PyYAML) reads `2e-05`, as `dvc exp run -S` writes it, as a string: make it a float."""
+    if isinstance(value, dict):
+        return {k: _floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_floats(v) for v in value]
+    return float(value) if isinstance(value, str) and _FLOAT.fullmatch(value) else value
+
+
 def load(section: str, overrides: list[str] | tuple[str, ...] = (), path: str | Path = DEFAULT_PARAMS) -> dict:
     """Return {'base': {...}, **section} with overrides applied; unknown keys are an error (typos)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"params file {path} not found (run from the repository root or pass --params)")
-    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    doc = _floats(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
     if section not in doc:
         raise KeyError(f"{path}: no '{section}' section")
     params = {"base": dict(doc.get("base") or {}), **dict(doc[section] or {})}

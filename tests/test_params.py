@@ -17,6 +17,8 @@ def test_overrides_parse_like_dvc(params_file):
                     params_file)
     assert p == {"base": {"seed": 7}, "lr": 1e-4, "langs": ["ENG", "FRE"], "nested": {"k": 3}}
     assert "x" not in p  # a stage sees base and its own section only
+    params_file.write_text(params_file.read_text().replace("lr: 2.0e-5", "lr: 2e-05"))  # as `dvc exp run -S` writes it
+    assert params.load("stage", [], params_file)["lr"] == 2e-5
 
 
 @pytest.mark.parametrize("bad", ["stage.typo=1", "other.x=2", "stage.lr"])
