@@ -41,6 +41,15 @@ def gather_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([part[:int(size)] for part, size in zip(parts, sizes)])
 
 
+def first_rows(labels: torch.Tensor) -> torch.Tensor:
+    """Indices of the first row of each distinct label, in row order."""
+    _, inverse = torch.unique(labels, return_inverse=True)
+    rows = torch.arange(len(labels), device=labels.device)
+    first = torch.full((int(inverse.max()) + 1,), len(labels), device=labels.device).scatter_reduce(
+        0, inverse, rows, reduce="amin")
+    return first.sort().values
+
+
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     mask = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
@@ -89,9 +98,13 @@ class BaliModel(nn.Module):
         """NT-Xent (or multi-similarity) over [a; b], every same-concept pair a positive. Under DDP
         with `gather_negatives`, over every rank's vectors: each rank computes the loss of the global
         batch, and DDP's gradient averaging then gives the single-process gradient."""
+        distinct_b = b_labels is not None  # one row per node (the subgraph's names)
         b_labels = labels if b_labels is None else b_labels
         if self.gather and world_size() > 1:
             a, b, labels, b_labels = gather_rows(a), gather_rows(b), gather_rows(labels), gather_rows(b_labels)
+            if distinct_b:  # a node sampled on two ranks is one node, as in a single process
+                first = first_rows(b_labels)
+                b, b_labels = b[first], b_labels[first]
         x, y = torch.cat([a, b]), torch.cat([labels, b_labels])
         if self.loss_kind == "multi_similarity":
             return multi_similarity(x, y)
