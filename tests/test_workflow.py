@@ -101,7 +101,9 @@ def test_dag_runs_once_and_a_param_reruns_only_what_follows(project):
 
 def test_two_runs_from_scratch_give_the_same_hashes(project):
     before = lock_outs(project)
+    model = {f.name: f.read_bytes() for f in (project / "models" / "bali").iterdir()}
     sh(project, "dvc", "repro", "--force")
+    assert [f for f, data in model.items() if (project / "models" / "bali" / f).read_bytes() != data] == []
     assert lock_outs(project) == before  # every data stage and the trained weights, byte for byte
     sh(project, "git", "checkout", "dvc.lock")
 
