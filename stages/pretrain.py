@@ -70,7 +70,7 @@ def main(argv=None):
     evaluate = el_curve(Path(p["eval_task"]), dataset_dir / "tokenizer") if p["eval_every"] and rank == 0 else None
     model = train(dataset_dir, run_dir, p, resolve_tokenizer_path(p["model"]), rank, world, live=live, evaluate=evaluate)
     if rank == 0:
-        from safetensors.torch import save_model
+        from safetensors.torch import save_file
         from transformers import AutoTokenizer
 
         # losses only: throughput would make the model card (and the output hash) differ run to run
@@ -80,7 +80,10 @@ def main(argv=None):
             model.lm.save_pretrained(tmp)
             AutoTokenizer.from_pretrained(dataset_dir / "tokenizer").save_pretrained(tmp)
             if model.graph is not None:
-                save_model(model.graph, str(tmp / "graph_encoder.safetensors"))  # handles GATv2's shared weights
+                # every key, shared GATv2 weights copied: save_model keeps one name of a shared tensor, picked
+                # through a set (it changes with the hash seed, and so would the file)
+                state = {k: v.detach().contiguous().clone() for k, v in sorted(model.graph.state_dict().items())}
+                save_file(state, str(tmp / "graph_encoder.safetensors"))
             params.save_resolved(p, tmp, dataset_dir=str(dataset_dir))
             (tmp / "README.md").write_text(model_card(p, dataset_dir, metrics))
         (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # finished: the next run starts afresh
