@@ -88,13 +88,8 @@ def run(model_dir: str | Path, task_dir: str | Path, task: dict, p: dict, device
         return out
 
     def collate(batch):
-        n = max(len(b["input_ids"]) for b in batch)
-        ids = torch.zeros(len(batch), n, dtype=torch.long)
-        mask = torch.zeros(len(batch), n, dtype=torch.long)
-        for i, b in enumerate(batch):
-            ids[i, :len(b["input_ids"])], mask[i, :len(b["input_ids"])] = torch.tensor(b["input_ids"]), 1
-        y = torch.tensor([b["label"] for b in batch])
-        return {"input_ids": ids, "attention_mask": mask, "labels": y}
+        ids, mask = finetune.padded([b["input_ids"] for b in batch])
+        return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([b["label"] for b in batch])}
 
     def decode(logits: torch.Tensor) -> list:
         if problem == "single_label_classification":

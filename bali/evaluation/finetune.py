@@ -55,6 +55,14 @@ def predict_logits(model, examples: list, collate, batch_size: int, device: str)
     return out
 
 
+def padded(seqs: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and the attention mask (1 on real tokens), as the model takes them."""
+    from bali.data.batches import pad
+
+    ids, mask = pad([list(x) for x in seqs], pad_id)
+    return torch.from_numpy(ids), torch.from_numpy(mask).long()
+
+
 def mean_std(values: list[float]) -> dict:
     t = torch.tensor(values, dtype=torch.float64)
     return {"mean": float(t.mean()), "std": float(t.std()) if len(values) > 1 else 0.0, "runs": values}

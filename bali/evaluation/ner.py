@@ -122,14 +122,8 @@ def encode(tokenizer, sents, label_ids: dict, max_length: int) -> list[dict]:
 
 
 def collate(batch: list[dict]) -> dict:
-    n = max(len(b["input_ids"]) for b in batch)
-    ids = torch.zeros(len(batch), n, dtype=torch.long)
-    mask = torch.zeros(len(batch), n, dtype=torch.long)
-    labels = torch.full((len(batch), n), -100, dtype=torch.long)
-    for i, b in enumerate(batch):
-        ids[i, :len(b["input_ids"])] = torch.tensor(b["input_ids"])
-        mask[i, :len(b["input_ids"])] = 1
-        labels[i, :len(b["labels"])] = torch.tensor(b["labels"])
+    ids, mask = finetune.padded([b["input_ids"] for b in batch])
+    labels, _ = finetune.padded([b["labels"] for b in batch], -100)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
