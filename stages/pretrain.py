@@ -3,12 +3,14 @@
   python stages/pretrain.py DATASET_DIR OUT_DIR [-S pretrain.KEY=VALUE ...]
   torchrun --nproc_per_node 2 stages/pretrain.py DATASET_DIR OUT_DIR   # DDP (gloo on CPU, NCCL on GPU)
 
+Under torchrun each process trains on the GPU of its LOCAL_RANK (`pretrain.device: auto`).
+
 Writes OUT_DIR (under models/): the LM in HF format with its tokenizer (AutoModel /
 AutoTokenizer load it), graph_encoder.safetensors, params.json and a model card (README.md).
 Checkpoints go to `pretrain.checkpoint_dir` (kept outside DVC's outputs): an interrupted run
 started again with the same params and data resumes from its last checkpoint; a finished run
-removes it. Losses, learning rates and throughput are logged
-with dvclive to dvclive/pretrain.
+removes it. Losses (train, and validation every `eval_every` steps), learning rates and
+throughput are logged with dvclive to dvclive/pretrain.
 """
 import json
 import os
@@ -22,7 +24,7 @@ import torch  # noqa: E402
 from bali import params  # noqa: E402
 from bali.data.examples import resolve_tokenizer_path  # noqa: E402
 from bali.io import atomic_outputs  # noqa: E402
-from bali.training import train  # noqa: E402
+from bali.training import pick_device, train  # noqa: E402
 
 
 def model_card(p: dict, dataset_dir: Path, metrics: dict) -> str:
@@ -59,8 +61,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     p = params.load("pretrain", args.overrides, args.params)
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    device = pick_device(p)  # under torchrun: the GPU of LOCAL_RANK
     if world > 1:
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     dataset_dir, run_dir = Path(args.dataset_dir), Path(p["checkpoint_dir"])
     live = None
     if rank == 0:
@@ -74,7 +77,7 @@ def main(argv=None):
         from transformers import AutoTokenizer
 
         # losses only: throughput would make the model card (and the output hash) differ run to run
-        metrics = {k: v for k, v in (live.summary or {}).items() if k in ("train", "el")}
+        metrics = {k: v for k, v in (live.summary or {}).items() if k in ("train", "val", "el")}
         live.end()
         with atomic_outputs(args.out_dir) as tmp:
             model.lm.save_pretrained(tmp)

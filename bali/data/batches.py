@@ -61,10 +61,12 @@ class BucketBatchSampler:
 
     def __init__(self, lengths, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, bucket: int = 50):
         self.lengths, self.batch_size, self.seed = np.asarray(lengths), batch_size, seed
-        self.rank, self.world, self.bucket, self.epoch = rank, world_size, bucket, 0
+        self.rank, self.world, self.bucket, self.epoch, self.start = rank, world_size, bucket, 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """`start`: the first batch number to yield (a resumed run skips the batches it trained on
+        here, without building them)."""
+        self.epoch, self.start = epoch, start
 
     def batches(self) -> list[np.ndarray]:
         """This rank's rows of each global batch (the batches a single process would make)."""
@@ -77,7 +79,8 @@ class BucketBatchSampler:
         return [batches[i][self.rank::self.world] for i in rng.permutation(len(batches))]
 
     def __iter__(self):
-        return ((self.epoch, number, batch) for number, batch in enumerate(self.batches()))
+        batches = self.batches()
+        return ((self.epoch, number, batches[number]) for number in range(self.start, len(batches)))
 
     def __len__(self) -> int:
         return len(self.batches())
@@ -114,6 +117,12 @@ class AlignmentBatches(torch.utils.data.Dataset):
         tok = data.tokenizer
         self.pad_id, self.mask_id = tok.pad_token_id, tok.mask_token_id
         self.random_tokens = np.setdiff1d(np.arange(len(tok)), data.special_ids)
+        # A node whose every name is held out has no text: it is never sampled as a neighbour, and
+        # its mentions are not alignment targets (their tokens still count for MLM).
+        self.named = np.diff(data.name_ptr) > 0
+        self.nameless_nodes = int((~self.named).sum())
+        self.nameless_mentions = sum(not self.named[node] for i in range(len(data)) for _, _, node in data.mentions[i]) \
+            if self.nameless_nodes else 0
 
     def __len__(self) -> int:  # not used by the sampler-driven loader
         return len(self.data)
@@ -145,6 +154,8 @@ class AlignmentBatches(torch.utils.data.Dataset):
         for r, i in enumerate(indices):
             slot = {}
             for t0, t1, node in self.data.mentions[i]:
+                if not self.named[node]:
+                    continue
                 if node not in slot:
                     slot[node] = len(target_nodes)
                     target_nodes.append(node)
@@ -161,19 +172,28 @@ class AlignmentBatches(torch.utils.data.Dataset):
 
     def sample_neighbors(self, node: int, rng: "NodeRandomness") -> np.ndarray:
         lo, hi = self.data.indptr[node], self.data.indptr[node + 1]
-        if hi - lo <= self.k:
-            return self.data.indices[lo:hi]
-        return self.data.indices[lo + rng.of(node, 0).choice(hi - lo, self.k, replace=False)]
+        candidates = self.data.indices[lo:hi]
+        if self.nameless_nodes:
+            candidates = candidates[self.named[candidates]]
+        if len(candidates) <= self.k:
+            return candidates
+        return candidates[rng.of(node, 0).choice(len(candidates), self.k, replace=False)]
+
+    def name_range(self, node: int) -> tuple[int, int]:
+        lo, hi = int(self.data.name_ptr[node]), int(self.data.name_ptr[node + 1])
+        if hi == lo:
+            raise ValueError(f"node {node} has no name (every name held out); it cannot be encoded")
+        return lo, hi
 
     def name_of(self, node: int, rng: "NodeRandomness") -> int:
-        lo, hi = self.data.name_ptr[node], self.data.name_ptr[node + 1]
+        lo, hi = self.name_range(node)
         return int(lo + rng.of(node, 1).integers(hi - lo))
 
     def other_name_of(self, node: int, first: int, rng: "NodeRandomness") -> int:
-        """A second name of the node, other than `first` when it has one."""
-        lo, hi = self.data.name_ptr[node], self.data.name_ptr[node + 1]
+        """A second name of the node, other than `first` when it has one (never another node's)."""
+        lo, hi = self.name_range(node)
         if hi - lo < 2:
-            return int(lo)
+            return lo
         j = int(lo + rng.of(node, 2).integers(hi - lo - 1))
         return j + 1 if j >= first else j
 
@@ -248,10 +268,13 @@ class AlignmentBatches(torch.utils.data.Dataset):
 
 
 def loader(data: TrainingData, batch_size: int, seed: int, workers: int = 0, rank: int = 0, world_size: int = 1,
-           **kwargs) -> tuple[torch.utils.data.DataLoader, BucketBatchSampler]:
+           pin_memory: bool = False, **kwargs) -> tuple[torch.utils.data.DataLoader, BucketBatchSampler]:
+    """`pin_memory`: page-locked batches (every tensor, nested ones included), so the copies to a
+    GPU can be non-blocking."""
     sampler = BucketBatchSampler([len(x) for x in data.input_ids], batch_size, seed, rank, world_size)
     dataset = AlignmentBatches(data, seed, **kwargs)
     # Its own generator: creating an iterator must not draw from the global RNG (dropout's), or a
     # resumed run would not replay the interrupted one.
     return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=workers,
+                                       pin_memory=pin_memory,
                                        generator=torch.Generator().manual_seed(seed)), sampler

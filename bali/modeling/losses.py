@@ -1,10 +1,25 @@
 """Alignment losses over [mention vectors; graph vectors] with concept ids as labels: any two
 vectors of the same concept are a positive pair, any two of different concepts a negative one.
+
+Both run in float32 whatever the autocast around them: cosine similarities divided by tau = 0.07
+and their log-sum-exp lose about two significant digits in bf16, which is the size of the signal.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
+
+
+def float32(fn):
+    """Run a loss with autocast off and its tensor arguments in float32 (gradients still flow back
+    to the bf16 tensors that produced them)."""
+    @functools.wraps(fn)
+    def wrapper(embeddings: torch.Tensor, labels: torch.Tensor, *args, **kwargs):
+        with torch.autocast(embeddings.device.type, enabled=False):
+            return fn(embeddings.float(), labels, *args, **kwargs)
+    return wrapper
 
 
 def _pairs(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -15,6 +30,7 @@ def _pairs(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor
     return sim, same & ~eye, ~same
 
 
+@float32
 def nt_xent(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
     """NT-Xent / InfoNCE with cosine similarity: for every positive pair (a, p),
     -log(exp(s_ap / t) / (exp(s_ap / t) + sum over negatives n of a of exp(s_an / t))), averaged
@@ -29,6 +45,7 @@ def nt_xent(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float =
     return losses.mean() if losses.numel() else embeddings.sum() * 0.0
 
 
+@float32
 def multi_similarity(embeddings: torch.Tensor, labels: torch.Tensor, alpha: float = 2.0, beta: float = 50.0,
                      base: float = 0.5, margin: float = 0.1) -> torch.Tensor:
     """Multi-similarity loss (Wang et al., CVPR 2019) with its pair mining: a negative counts when

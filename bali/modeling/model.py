@@ -12,10 +12,14 @@ subgraph`, every name of the stars: the sampled neighbours become hard negatives
 vector <-> a second name of the target, encoded alone, which trains the name space that zero-shot
 entity linking ranks in. The checkpoint's own MLM head is used when it
 has one; `fresh_mlm_head` re-initialises it (the published code always used a fresh one).
+Every loss is computed in float32 (bf16 autocast covers the LM and the graph encoder only).
 """
 from __future__ import annotations
 
+import sys
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bali.modeling.graph_encoders import GraphEncoder
@@ -50,9 +54,58 @@ def first_rows(labels: torch.Tensor) -> torch.Tensor:
     return first.sort().values
 
 
+def load_masked_lm(lm_path: str):
+    """The checkpoint as a masked LM, and whether its MLM head was missing (MiniLM and other
+    sentence encoders ship none). transformers' own report of the missing head (a table and "this
+    checkpoint seem corrupted") is silenced: the missing head is expected, and `head_note` says
+    what happens to it. Any missing weight of the encoder itself is an error."""
+    from transformers import AutoModelForMaskedLM
+    from transformers.utils import logging
+
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        model, info = AutoModelForMaskedLM.from_pretrained(lm_path, output_loading_info=True)
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
+    prefix = model.base_model_prefix
+    missing_encoder = [k for k in info["missing_keys"] if k.startswith(prefix)]
+    if missing_encoder:
+        raise ValueError(f"{lm_path}: the checkpoint lacks encoder weights {missing_encoder[:5]}")
+    return model, bool(info["missing_keys"])
+
+
+def head_note(missing: bool, fresh: bool, mlm_weight: float) -> str:
+    if not mlm_weight:
+        return ("the MLM loss is off (mlm_weight: 0), so its head is unused and frozen"
+                + (" (the checkpoint has none; transformers initialised one at random)" if missing else ""))
+    if missing:
+        return "the checkpoint has no MLM head; a fresh one is initialised at random and trained"
+    return "the checkpoint's MLM head is re-initialised (fresh_mlm_head: true, as published)" if fresh \
+        else "the checkpoint's own MLM head is trained"
+
+
+def masked_token_loss(logits: torch.Tensor, labels: torch.Tensor, local_count: torch.Tensor) -> torch.Tensor:
+    """MLM cross-entropy summed over this rank's masked tokens (logits of those tokens only), in
+    float32, divided by the global batch's masked-token count times the world size: once DDP
+    averages the ranks' gradients this is the global batch's mean, and a rank (or a whole batch)
+    without a masked token contributes 0 instead of HF's NaN."""
+    total = F.cross_entropy(logits.float(), labels, reduction="sum")
+    world = world_size()
+    count = local_count.clone()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(count)
+    return total * world / count.clamp(min=1)
+
+
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    mask = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+    mask = mask.unsqueeze(-1).float()
+    return (hidden.float() * mask).sum(1) / mask.sum(1).clamp(min=1)  # summed in float32 under bf16 autocast
 
 
 class BaliModel(nn.Module):
@@ -60,15 +113,24 @@ class BaliModel(nn.Module):
                  dropout: float = 0.1, attention_dropout: float = 0.1, residual: bool = False, zero_init: bool = False,
                  fresh_mlm_head: bool = False, loss: str = "nt_xent", temperature: float = 0.07,
                  mlm_weight: float = 1.0, contrastive_weight: float = 1.0, name_weight: float = 0.0,
-                 name_negatives: str = "targets", synonym_weight: float = 0.0, gather_negatives: bool = True):
+                 name_negatives: str = "targets", synonym_weight: float = 0.0, gather_negatives: bool = True,
+                 verbose: bool = False):
         super().__init__()
-        from transformers import AutoModelForMaskedLM
-
-        self.mlm_model, info = AutoModelForMaskedLM.from_pretrained(lm_path, output_loading_info=True)
+        self.mlm_model, self.head_was_missing = load_masked_lm(lm_path)
         prefix = self.mlm_model.base_model_prefix
-        self.head_was_missing = any(not k.startswith(prefix) for k in info["missing_keys"])
         if fresh_mlm_head and not self.head_was_missing:
             self._reset_head(prefix)
+        head_modules = [name for name, _ in self.mlm_model.named_children() if name != prefix]
+        # one head module applied to the masked positions only (BERT's `cls`, RoBERTa's `lm_head`):
+        # the logits of every position would be batch x length x vocabulary
+        self.head_name = head_modules[0] if len(head_modules) == 1 else None
+        if not mlm_weight:  # an unused head would make DDP wait for gradients that never come
+            tied = self.mlm_model.get_input_embeddings().weight
+            for name, q in self.mlm_model.named_parameters():
+                if not name.startswith(prefix) and q is not tied:
+                    q.requires_grad_(False)
+        if verbose:
+            print(f"pretrain: {lm_path}: " + head_note(self.head_was_missing, fresh_mlm_head, mlm_weight), file=sys.stderr)
         hidden = self.mlm_model.config.hidden_size
         self.linear_graph = graph_encoder == "linear"
         self.graph = None if self.linear_graph else GraphEncoder(graph_encoder, hidden, layers, heads, dropout,
@@ -123,23 +185,22 @@ class BaliModel(nn.Module):
     def forward(self, batch: dict) -> dict:
         use_mlm = self.weights["mlm"] > 0
         if use_mlm:
-            out = self.mlm_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                 labels=batch["mlm_labels"], output_hidden_states=True)
-            hidden, mlm = out.hidden_states[-1], out.loss
-            world = world_size()
-            if world > 1:  # the global batch's mean over masked tokens, once DDP averages the ranks
-                import torch.distributed as dist
-
-                local = (batch["mlm_labels"] != -100).sum()
-                total = local.clone()
-                dist.all_reduce(total)
-                mlm = mlm * local * world / total.clamp(min=1)
+            labels = batch["mlm_labels"]
+            masked = labels != -100
+            if self.head_name is not None:
+                hidden = self.lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+                logits = getattr(self.mlm_model, self.head_name)(hidden[masked])
+            else:
+                out = self.mlm_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                     output_hidden_states=True)
+                hidden, logits = out.hidden_states[-1], out.logits[masked]
+            mlm = masked_token_loss(logits, labels[masked], masked.sum())
         else:
             hidden = self.lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
             mlm = hidden.new_zeros(())
         n_targets = len(batch["target_nodes"])
-        tokens = hidden[batch["mention_rows"], batch["mention_positions"]]
-        sums = hidden.new_zeros(n_targets, hidden.shape[-1]).index_add(0, batch["mention_owner"], tokens)
+        tokens = hidden[batch["mention_rows"], batch["mention_positions"]].float()  # pooled in float32
+        sums = tokens.new_zeros(n_targets, hidden.shape[-1]).index_add(0, batch["mention_owner"], tokens)
         counts = torch.bincount(batch["mention_owner"], minlength=n_targets).clamp(min=1).unsqueeze(1)
         mentions = sums / counts
         labels = batch["target_nodes"]
