@@ -65,11 +65,12 @@ def test_masking_rates(data):
 
 def test_deterministic_across_workers_and_fresh_each_epoch(data):
     a, b = batches(data, workers=0), batches(data, workers=2)
-    for x, y in zip(a, b):
+    assert len(a) == len(b) > 1
+    for x, y in zip(a, b, strict=True):
         assert torch.equal(x["input_ids"], y["input_ids"]) and torch.equal(x["edge_index"], y["edge_index"])
         assert x["node_names"] == y["node_names"]
     other = batches(data, epoch=1)
-    assert any(not torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, other))
+    assert any(not torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, other, strict=True))
 
 
 def test_ddp_ranks_split_the_single_process_batches():
@@ -77,14 +78,50 @@ def test_ddp_ranks_split_the_single_process_batches():
     single = list(BucketBatchSampler(lengths, 8, 3))
     ranks = [list(BucketBatchSampler(lengths, 8, 3, rank, 2)) for rank in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == len(single)  # the same number of steps on every rank
-    for (_, n, whole), (_, n0, r0), (_, n1, r1) in zip(single, *ranks):
+    for (_, n, whole), (_, n0, r0), (_, n1, r1) in zip(single, *ranks, strict=True):
         assert n == n0 == n1 and not set(r0) & set(r1) and set(r0) | set(r1) == set(whole)
 
 
+def test_sampler_starts_at_a_batch_without_building_the_earlier_ones():
+    sampler = BucketBatchSampler(np.arange(103) % 17, 8, 3)
+    sampler.set_epoch(2)
+    whole = list(sampler)
+    sampler.set_epoch(2, start=5)
+    rest = list(sampler)
+    assert len(rest) == len(whole) - 5 and len(sampler) == len(whole)
+    for (e0, n0, b0), (e1, n1, b1) in zip(whole[5:], rest, strict=True):
+        assert (e0, n0) == (e1, n1) and np.array_equal(b0, b1)
+
+
+def test_held_out_names_never_drawn_and_nameless_nodes_counted(tmp_path):
+    """names.parquet without the held-out strings, as the dataset stage writes it: node 4 has lost
+    both its names. Every drawn name is one of its own node's kept names; node 4 is never a
+    neighbour nor a target, and the mentions of it are counted."""
+    d = make_dataset(tmp_path)
+    held_out = {"synonym number 3 of it", "concept 4", "synonym number 4 of it"}
+    names = pl.read_parquet(d / "names.parquet")
+    names.filter(~pl.col("name").is_in(list(held_out))).write_parquet(d / "names.parquet")
+    own = {}
+    for node, name in names.select("node", "name").iter_rows():
+        own.setdefault(node, set()).add(name)
+    data = TrainingData(d)
+    mentions_of_4 = sum(m == 4 for ms in pl.read_parquet(d / "examples.parquet")["mention_node"].to_list() for m in ms)
+    ds = AlignmentBatches(data, seed=7, synonyms=True)
+    assert ds.nameless_nodes == 1 and ds.nameless_mentions == mentions_of_4 > 0
+    drawn = set()
+    for b in batches(data, synonyms=True):
+        nodes = b["graph_nodes"].tolist()
+        assert 4 not in nodes and 4 not in b["target_nodes"].tolist()
+        for k, node in enumerate(nodes):
+            assert b["node_names"][k] in own[node] - held_out  # its own node's name, never a held-out string
+        for t, syn in zip(b["target_nodes"].tolist(), b["target_synonym_index"].tolist(), strict=True):
+            assert b["node_names"][syn] in own[t] - held_out
+        drawn |= set(b["node_names"])
+    assert not drawn & held_out and "concept 3" in drawn
+
+
 def test_names_and_linear_graph(data):
-    allowed = set(data.name_texts)
     for b in batches(data):
-        assert set(b["node_names"]) <= allowed  # names.parquet has the held-out strings removed already
         real, padded = b["name_real_tokens"], b["name_padded_tokens"]
         assert real / padded >= 0.8
     lin = batches(data, linear_graph=True)[0]
