@@ -1,6 +1,7 @@
 """`torchrun --nproc_per_node 2` on the CPU (gloo) trains the same model as one process with the
 same global batch: each rank takes half the rows, the contrastive loss all-gathers every rank's
-vectors and the MLM loss is normalised over the global batch."""
+vectors and the MLM loss is normalised over the global batch: a rank without a masked token
+contributes 0 (not NaN), and the logged loss is the one-process loss."""
 import os
 import subprocess
 import sys
@@ -12,9 +13,9 @@ from transformers import BertConfig, BertForMaskedLM
 
 from conftest import ROOT, make_dataset
 
-pytestmark = pytest.mark.slow
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
@@ -41,3 +42,63 @@ def test_two_processes_match_one(tmp_path):
     assert moved  # training changed the weights
     for k in runs[1]:
         assert torch.allclose(runs[1][k], runs[2][k], atol=1e-5, rtol=1e-4), k
+
+
+def _rank_losses(rank, world, lm, ds, init, out):
+    """One rank of a gloo group: its rows of batch 0, rank 1's masked tokens unmasked; the logged
+    (rank-averaged) losses and the all-reduced gradient of an LM weight, saved by rank 0."""
+    import torch.distributed as dist
+
+    from bali.training import loss_vector, mean_over_ranks
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    model, batch = _model_and_batch(lm, ds, rank, world)
+    out_ = model(batch)
+    out_["loss"].backward()
+    grad = model.mlm_model.bert.encoder.layer[0].attention.self.query.weight.grad.clone()
+    dist.all_reduce(grad)  # DDP's average
+    figures = mean_over_ranks(loss_vector(out_), world)
+    if rank == 0:
+        torch.save({"losses": figures, "grad": grad / world}, out)
+    dist.destroy_process_group()
+
+
+def _model_and_batch(lm, ds, rank, world):
+    import numpy as np
+
+    from bali.data.batches import AlignmentBatches, BucketBatchSampler, TrainingData
+    from bali.modeling.model import BaliModel
+
+    torch.manual_seed(0)
+    model = BaliModel(lm, layers=2, dropout=0.0, attention_dropout=0.0, mlm_weight=1.0, fresh_mlm_head=True)
+    data = TrainingData(ds)
+    _, number, rows = next(iter(BucketBatchSampler([len(x) for x in data.input_ids], 8, 5, rank, world)))
+    batch = AlignmentBatches(data, seed=5)[(0, number, rows)]
+    odd = np.arange(len(rows)) % 2 == 1 if world == 1 else np.full(len(rows), rank == 1)
+    labels = batch["mlm_labels"]
+    unmask = torch.from_numpy(odd)[:, None] & (labels != -100)  # rank 1's rows: no masked token
+    batch["input_ids"] = torch.where(unmask, labels, batch["input_ids"])
+    batch["mlm_labels"] = labels.masked_fill(torch.from_numpy(odd)[:, None], -100)
+    return model, batch
+
+
+def test_a_rank_without_masked_tokens_gives_the_one_process_loss(tmp_path):
+    import torch.multiprocessing as mp
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)
+    BertForMaskedLM(config).save_pretrained(tmp_path / "lm")
+    ds = make_dataset(tmp_path / "ds")
+    mp.spawn(_rank_losses, args=(2, str(tmp_path / "lm"), str(ds), f"file://{tmp_path / 'store'}", tmp_path / "two.pt"),
+             nprocs=2)
+    two = torch.load(tmp_path / "two.pt", weights_only=True)
+    model, batch = _model_and_batch(str(tmp_path / "lm"), str(ds), 0, 1)
+    assert (batch["mlm_labels"] != -100).any()
+    one = model(batch)
+    one["loss"].backward()
+    assert torch.isfinite(two["losses"]).all()
+    assert torch.allclose(two["losses"], torch.stack([one[k].detach() for k in ("loss", "mlm", "contrastive", "name",
+                                                                                  "synonym")]), rtol=1e-4, atol=1e-6)
+    grad = model.mlm_model.bert.encoder.layer[0].attention.self.query.weight.grad
+    assert torch.allclose(two["grad"], grad, rtol=1e-3, atol=1e-6)

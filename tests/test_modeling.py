@@ -1,11 +1,9 @@
 """Alignment losses against hand computation; the model's gradients reach every part; it learns."""
 import math
 
-import math
-
 import pytest
 import torch
-from transformers import BertConfig, BertForMaskedLM
+from transformers import BertConfig, BertForMaskedLM, BertModel
 
 from bali.modeling.graph_encoders import GraphEncoder
 from bali.modeling.losses import multi_similarity, nt_xent
@@ -147,3 +145,58 @@ def test_all_terms_together(tiny):
     out = model(b)
     assert out["loss"].item() == pytest.approx(sum(out[k].item() for k in ("mlm", "contrastive", "name", "synonym")))
     assert min(out[k].item() for k in ("contrastive", "name", "synonym")) > 0
+
+
+def test_losses_run_in_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(64, 32), dim=-1)
+    y = torch.randint(0, 16, (64,))
+    exact = nt_xent(x.double(), y).item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = nt_xent(x.bfloat16(), y)
+        ms = multi_similarity(x.bfloat16(), y)
+    assert got.dtype == ms.dtype == torch.float32
+    # the inputs' own bf16 rounding stays; the similarities, / 0.07 and log-sum-exp do not add to it
+    assert got.item() == pytest.approx(nt_xent(x.bfloat16().double(), y).item(), rel=1e-5)
+    assert got.item() == pytest.approx(exact, rel=2e-2)
+
+
+def test_model_losses_are_float32_under_autocast(tiny):
+    model = BaliModel(tiny, layers=2, fresh_mlm_head=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch())
+    assert all(out[k].dtype == torch.float32 for k in ("loss", "mlm", "contrastive"))
+
+
+def test_no_masked_token_gives_a_zero_mlm_loss_not_nan(tiny):
+    model = BaliModel(tiny, layers=2, fresh_mlm_head=True)
+    b = batch()
+    b["mlm_labels"] = torch.full_like(b["mlm_labels"], -100)
+    out = model(b)
+    out["loss"].backward()
+    assert out["mlm"].item() == 0.0 and torch.isfinite(out["loss"])
+    assert all(torch.isfinite(q.grad).all() for q in model.parameters() if q.grad is not None)
+
+
+def test_mlm_loss_is_the_mean_over_masked_tokens(tiny):
+    model = BaliModel(tiny, layers=2, fresh_mlm_head=True).eval()
+    b = batch()
+    b["mlm_labels"][0, 5] = b["input_ids"][0, 5]  # 5 masked tokens
+    with torch.no_grad():
+        logits = model.mlm_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        expected = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), b["mlm_labels"].view(-1))
+        assert model(b)["mlm"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_missing_head_is_explained_once_in_our_words(tmp_path, capfd):
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32), add_pooling_layer=False).save_pretrained(tmp_path / "encoder")
+    model = BaliModel(str(tmp_path / "encoder"), layers=1, mlm_weight=0.0, verbose=True)
+    err = capfd.readouterr().err
+    assert "unused and frozen" in err and "has none" in err
+    assert "corrupted" not in err and "MISSING" not in err
+    head = [q for n, q in model.named_parameters() if n.startswith("mlm_model.cls.") and "decoder.weight" not in n]
+    assert head and not any(q.requires_grad for q in head)
+    BaliModel(str(tmp_path / "encoder"), layers=1, mlm_weight=1.0, verbose=True)
+    assert "a fresh one is initialised" in capfd.readouterr().err
