@@ -197,7 +197,7 @@ class BaliModel(nn.Module):
             mlm = masked_token_loss(logits, labels[masked], masked.sum())
         else:
             hidden = self.lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-            mlm = hidden.new_zeros(())
+            mlm = hidden.new_zeros((), dtype=torch.float32)
         n_targets = len(batch["target_nodes"])
         tokens = hidden[batch["mention_rows"], batch["mention_positions"]].float()  # pooled in float32
         sums = tokens.new_zeros(n_targets, hidden.shape[-1]).index_add(0, batch["mention_owner"], tokens)
@@ -216,13 +216,13 @@ class BaliModel(nn.Module):
             names = nodes[batch["target_node_index"]]
         losses["contrastive"] = self.align_loss(mentions, graph, labels)
         if names is None or self.weights["name"] == 0:
-            losses["name"] = hidden.new_zeros(())
+            losses["name"] = hidden.new_zeros((), dtype=torch.float32)
         elif self.name_negatives == "subgraph":  # every node name of the stars: neighbours are hard negatives
             losses["name"] = self.align_loss(mentions, nodes, labels, batch["graph_nodes"].to(labels.device, torch.long))
         else:
             losses["name"] = self.align_loss(mentions, names, labels)
         # graph vector <-> another name of the same concept, encoded alone (GEBERT's node-name alignment)
         losses["synonym"] = self.align_loss(graph, vectors[batch["target_synonym_index"]], labels) \
-            if self.weights["synonym"] > 0 else hidden.new_zeros(())
+            if self.weights["synonym"] > 0 else hidden.new_zeros((), dtype=torch.float32)
         losses["loss"] = sum(self.weights[k] * losses[k] for k in self.weights)
         return losses
