@@ -20,7 +20,7 @@ def near_misses(graph_dir: Path, gold: list[str], top1: list[str], hit1: np.ndar
     `sibling`, `other`, or null when either is not a graph node) and their distance; `summary`:
     the share of top-1 errors of each relation and the mean capped distance of the errors."""
     from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import shortest_path
+    from scipy.sparse.csgraph import dijkstra
 
     nodes = pl.read_parquet(graph_dir / "nodes.parquet", columns=["node_id", "cui"])
     node = dict(zip(nodes["cui"], nodes["node_id"]))
@@ -40,7 +40,7 @@ def near_misses(graph_dir: Path, gold: list[str], top1: list[str], hit1: np.ndar
     rows = np.flatnonzero(known)
     for c0 in range(0, len(rows), CHUNK):
         part = rows[c0:c0 + CHUNK]
-        d = shortest_path(adj, directed=False, unweighted=True, indices=g[part], limit=cap)
+        d = dijkstra(adj, directed=False, unweighted=True, indices=g[part], limit=cap)
         distance[part] = np.minimum(d[np.arange(len(part)), t[part]], cap)
     for i in rows:
         a, b = g[i], t[i]
