@@ -43,6 +43,8 @@ class Term:
     umls: list = field(default_factory=list)
     parents: list = field(default_factory=list)
     obsolete: bool = False
+    alt_ids: list = field(default_factory=list)
+    replaced_by: str = ""
 
 
 def hp_obo_path() -> Path:
@@ -85,6 +87,10 @@ def parse_obo(path: Path) -> list[Term]:
                 term.parents.append(value.split()[0])
             elif key == "is_obsolete":
                 term.obsolete = value == "true"
+            elif key == "alt_id":
+                term.alt_ids.append(value.split()[0])
+            elif key == "replaced_by":
+                term.replaced_by = value.split()[0]
     return [t for t in terms if t.id]
 
 
@@ -121,8 +127,9 @@ def _row(*fields: str) -> str:
     return "|".join(fields) + "|\n"
 
 
-def write_rrf(terms: list[Term], meta_dir: Path) -> dict:
-    """Write MRCONSO.RRF, MRREL.RRF and MRSTY.RRF for the non-obsolete terms; return counts."""
+def write_rrf(terms: list[Term], meta_dir: Path, held_out: set[tuple[str, str]] = frozenset()) -> dict:
+    """Write MRCONSO.RRF, MRREL.RRF and MRSTY.RRF for the non-obsolete terms; return counts.
+    `held_out`: (child CUI, parent CUI) is_a links left out of MRREL (the hierarchy probe's)."""
     live = {t.id: t for t in terms if not t.obsolete}
     cui = assign_cuis(list(live.values()))
     order = sorted(live, key=lambda tid: (cui[tid], tid))
@@ -144,7 +151,7 @@ def write_rrf(terms: list[Term], meta_dir: Path) -> dict:
     rels = []
     for tid in order:
         for parent in live[tid].parents:
-            if parent not in live:
+            if parent not in live or (cui[tid], cui[parent]) in held_out:
                 continue
             rels.append((cui[parent], pt_aui[parent], "CHD", cui[tid], pt_aui[tid], "isa", "Y"))
             rels.append((cui[tid], pt_aui[tid], "PAR", cui[parent], pt_aui[parent], "inverse_isa", ""))
@@ -166,6 +173,7 @@ def write_rrf(terms: list[Term], meta_dir: Path) -> dict:
         "malformed_umls_xrefs": sum(1 for t in live.values() for c in t.umls if not CUI.fullmatch(c)),
         "synthetic_cuis": sum(1 for c in concept_type if c.startswith("CHP")),
         "mrconso_rows": len(conso), "mrrel_rows": len(mrrel), "mrsty_rows": len(mrsty),
+        "isa_links_held_out": len(held_out),
     }
 
 
@@ -181,26 +189,107 @@ def write_corpus(terms: list[Term], path: Path) -> int:
     return len(docs)
 
 
-def write_el_task(terms: list[Term], el_dir: Path, n: int, seed: int) -> dict:
-    """The zero-shot entity-linking task in the SapBERT/BioSyn format: `n` concepts (fixed seed) with
-    an exact synonym; one synonym each is the query (`queries.txt`, CUI||mention) and the dictionary
-    is every other name and synonym of every concept (`dictionary.txt`, CUI||name). The queries are
-    also the held-out list the dataset stage keeps out of training."""
-    import random
-
-    live = [t for t in sorted(terms, key=lambda t: t.id) if not t.obsolete]
-    cui = assign_cuis(live)
+def _concept_names(live: list[Term], cui: dict[str, str]) -> tuple[dict, dict, dict]:
+    """Per concept: its exact synonyms that are not a term name, all its names, and its preferred
+    name (the first term's name in (CUI, HP id) order, as the umls_graph stage picks it)."""
     synonyms: dict[str, list[str]] = {}
     names: dict[str, list[str]] = {}
-    for t in live:  # merged terms: a concept's names are its terms' names
+    preferred: dict[str, str] = {}
+    for t in sorted(live, key=lambda t: (cui[t.id], t.id)):  # merged terms: a concept's names are its terms'
         synonyms.setdefault(cui[t.id], []).extend(s for s in t.synonyms if s != t.name)
         names.setdefault(cui[t.id], []).extend([t.name, *t.synonyms])
+        preferred.setdefault(cui[t.id], t.name)
+    return synonyms, names, preferred
+
+
+def write_el_task(terms: list[Term], el_dir: Path, n: int, seed: int, dev_fraction: float = 0.5) -> dict:
+    """The zero-shot entity-linking task in the SapBERT/BioSyn format: `n` concepts (fixed seed) with
+    an exact synonym; one synonym each is the query, every other name the dictionary.
+
+    Strings are compared by the dictionary linker's key (`bali.linking.dictionary.name_keys`: NFKC,
+    case, dashes, spacing), so a query cannot be found as itself: a drawn synonym whose key is the key
+    of another name of its concept is dropped and counted (the next drawn concept takes its place),
+    and no dictionary name has a query's key. Files: `queries.txt` (all queries: the held-out list the
+    dataset stage keeps out of training), `dev.txt` / `test.txt` (a seeded `dev_fraction` split of them:
+    choose on dev, report test), `dictionary.txt` (CUI||name)."""
+    import random
+
+    from bali.linking.dictionary import name_keys
+
+    live = [t for t in sorted(terms, key=lambda t: t.id) if not t.obsolete]
+    synonyms, names, _ = _concept_names(live, assign_cuis(live))
+    strings = sorted({s for ns in names.values() for s in ns})
+    key = dict(zip(strings, name_keys(strings).to_list()))
     rng = random.Random(seed)
-    chosen = rng.sample(sorted(c for c, syns in synonyms.items() if syns), n)
-    queries = sorted((c, rng.choice(sorted(set(synonyms[c])))) for c in chosen)
-    held = set(queries)
-    dictionary = [(c, s) for c in sorted(names) for s in sorted(set(names[c])) if (c, s) not in held]
+    candidates = sorted(c for c, syns in synonyms.items() if syns)
+    rng.shuffle(candidates)
+    queries, dropped = [], 0
+    for c in candidates:
+        if len(queries) == n:
+            break
+        q = rng.choice(sorted(set(synonyms[c])))
+        if key[q] in {key[s] for s in names[c] if s != q}:
+            dropped += 1
+            continue
+        queries.append((c, q))
+    if len(queries) < n:
+        raise ValueError(f"only {len(queries)} concepts have a synonym usable as a query, {n} asked for")
+    held = {key[q] for _, q in queries}
+    all_names = [(c, s) for c in sorted(names) for s in sorted(set(names[c]))]
+    dictionary = [(c, s) for c, s in all_names if key[s] not in held]
+    order = list(range(n))
+    rng.shuffle(order)
+    n_dev = round(n * dev_fraction)
+    splits = {"queries.txt": sorted(queries), "dev.txt": sorted(queries[i] for i in order[:n_dev]),
+              "test.txt": sorted(queries[i] for i in order[n_dev:]), "dictionary.txt": dictionary}
     el_dir.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("queries.txt", queries), ("dictionary.txt", dictionary)):
+    for name, rows in splits.items():
         (el_dir / name).write_text("".join(f"{c}||{s}\n" for c, s in rows), encoding="utf-8", newline="\n")
-    return {"el_queries": len(queries), "el_dictionary_names": len(dictionary)}
+    return {"el_queries": n, "el_dev_queries": n_dev, "el_test_queries": n - n_dev,
+            "el_queries_dropped_same_key_as_other_name": dropped, "el_dictionary_names": len(dictionary),
+            "el_dictionary_names_dropped_held_out": len(all_names) - len(dictionary)}
+
+
+def hold_out_isa(terms: list[Term], n: int, seed: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(held_out, seen): `n` is_a links child CUI -> parent CUI to keep out of the graph, drawn with
+    the seed among children with several parents so that each keeps at least one; and `n` links that
+    stay in the graph, drawn from the same population (children with several parents), so the two
+    sets differ only in whether training saw the link."""
+    import random
+
+    live = [t for t in terms if not t.obsolete]
+    ids = {t.id for t in live}
+    cui = assign_cuis(live)
+    parents: dict[str, set[str]] = {}
+    for t in live:
+        for p in t.parents:
+            if p in ids and cui[p] != cui[t.id]:
+                parents.setdefault(cui[t.id], set()).add(cui[p])
+    links = sorted((c, p) for c, ps in parents.items() if len(ps) > 1 for p in ps)
+    rng = random.Random(seed)
+    rng.shuffle(links)
+    left = {c: len(ps) for c, ps in parents.items()}
+    held = []
+    for c, p in links:
+        if len(held) == n:
+            break
+        if left[c] > 1:
+            left[c] -= 1
+            held.append((c, p))
+    if len(held) < n:
+        raise ValueError(f"only {len(held)} is_a links can be held out with every child keeping a parent, {n} asked for")
+    held_set = set(held)
+    seen = [e for e in links if e not in held_set][:n]
+    return sorted(held), sorted(seen)
+
+
+def write_hierarchy_task(terms: list[Term], out_dir: Path, held_out: list, seen: list) -> dict:
+    """The hierarchy probe: `names.txt` (CUI||preferred name of every concept, what is ranked),
+    `held_out.txt` and `seen.txt` (CHILD_CUI||PARENT_CUI: links kept out of / left in the graph)."""
+    live = [t for t in sorted(terms, key=lambda t: t.id) if not t.obsolete]
+    _, _, preferred = _concept_names(live, assign_cuis(live))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("names.txt", sorted(preferred.items())), ("held_out.txt", held_out), ("seen.txt", seen)):
+        (out_dir / name).write_text("".join(f"{a}||{b}\n" for a, b in rows), encoding="utf-8", newline="\n")
+    return {"hierarchy_concepts": len(preferred), "hierarchy_held_out_links": len(held_out),
+            "hierarchy_seen_links": len(seen)}

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from bali.evaluation.metrics import mcnemar_exact, paired_bootstrap
+from bali.evaluation.metrics import mcnemar_exact, paired_bootstrap, paired_bootstrap_stat, spearman
 
 
 def load_evals(eval_dir: Path) -> dict[tuple[str, str], dict]:
@@ -22,38 +22,75 @@ def headline(m: dict) -> tuple[str, float, float | None]:
     """The figure a task is compared on: (name, value, std over seeds or None)."""
     if m["kind"] == "entity_linking":
         return "acc@1", m["acc@1"], None
+    if m["kind"] == "hierarchy":
+        k = next(key for key in m if key.startswith("hit@") and key != "hit@1")
+        return f"parent {k}", m[k], None
     if m["kind"] == "ner":
         return "entity F1", m["test"]["f1"]["mean"], m["test"]["f1"]["std"]
     return m["metric"], m["test"][m["metric"]]["mean"], m["test"][m["metric"]]["std"]
 
 
-def el_paired(eval_dir: Path, task: str, base: str, model: str, seed: int) -> dict:
-    """Paired comparison of per-query hit@1: exact McNemar p and a bootstrap 95 % interval of the gain."""
-    a, b = (pl.read_parquet(eval_dir / m / task / "predictions.parquet").sort("cui", "query") for m in (base, model))
-    if a.select("cui", "query").rows() != b.select("cui", "query").rows():
-        raise ValueError(f"{task}: {base} and {model} were evaluated on different queries")
-    ha, hb = a["hit@1"].to_numpy(), b["hit@1"].to_numpy()
+def _paired_frames(eval_dir: Path, task: str, base: str, model: str, keys: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    a, b = (pl.read_parquet(eval_dir / m / task / "predictions.parquet").unique(keys, keep="first", maintain_order=True)
+            .sort(keys) for m in (base, model))
+    if a.select(keys).rows() != b.select(keys).rows():
+        raise ValueError(f"{task}: {base} and {model} were evaluated on different items")
+    return a, b
+
+
+def paired_hits(eval_dir: Path, task: str, base: str, model: str, seed: int, keys: list[str], column: str) -> dict:
+    """Paired comparison of per-item hits: exact McNemar p and a bootstrap 95 % interval of the gain."""
+    a, b = _paired_frames(eval_dir, task, base, model, keys)
+    ha, hb = a[column].to_numpy(), b[column].to_numpy()
     lo, hi = paired_bootstrap(ha, hb, seed=seed)
     # scalars only: DVC's metrics (dvc exp show) keep numbers, not lists
-    return {"delta": float(hb.mean() - ha.mean()), "ci95_low": lo, "ci95_high": hi, "mcnemar_p": mcnemar_exact(ha, hb),
-            "only_base": int((ha & ~hb).sum()), "only_aligned": int((~ha & hb).sum())}
+    return {"delta": float(hb.mean() - ha.mean()), "ci95_low": lo, "ci95_high": hi,
+            "mcnemar_p": mcnemar_exact(ha, hb), "only_base": int((ha & ~hb).sum()), "only_aligned": int((~ha & hb).sum())}
+
+
+def paired_spearman(eval_dir: Path, task: str, file: str, base: str, model: str, seed: int, n: int = 1000) -> dict:
+    """Delta of Spearman's rho over the same pairs, with a paired-bootstrap 95 % interval."""
+    a, b = _paired_frames(eval_dir, task, base, model, ["file", "line"])
+    a, b = a.filter(pl.col("file") == file), b.filter(pl.col("file") == file)
+    rho = lambda rows: spearman(rows[:, 0], rows[:, 1])  # noqa: E731
+    delta, lo, hi = paired_bootstrap_stat(rho, a.select("cosine", "mean").to_numpy(), b.select("cosine", "mean").to_numpy(),
+                                          n=n, seed=seed)
+    return {"delta": delta, "ci95_low": lo, "ci95_high": hi}
 
 
 def comparison(eval_dir: Path, base: str, seed: int) -> list[dict]:
     evals = load_evals(eval_dir)
     rows = []
     for (model, task), m in evals.items():
+        compare = model != base and (base, task) in evals
+        if m["kind"] == "similarity":  # one figure per file of the task
+            for file, f in m["files"].items():
+                row = {"task": f"{task}/{file}", "kind": "similarity", "model": model, "metric": "spearman",
+                       "value": f["spearman"], "std": None, "protocol": m["protocol"], "pairs": f["pairs"],
+                       "ci95_low": f["ci95_low"], "ci95_high": f["ci95_high"]}
+                if compare:
+                    row["paired"] = paired_spearman(eval_dir, task, file, base, model, seed)
+                rows.append(row)
+            continue
         name, value, std = headline(m)
         row = {"task": task, "kind": m["kind"], "model": model, "metric": name, "value": value, "std": std,
                "protocol": m["protocol"]}
         if m["kind"] == "entity_linking":
             row.update({k: m[k] for k in ("acc@5", "dictionary_names", "queries") if k in m})
+            row.update({f"top1 errors {k}": v for k, v in m.get("top1_errors", {}).items()})
             for part in ("seen", "unseen"):
                 if part in m:
                     row[f"{part} acc@1"] = m[part]["acc@1"]
                     row[f"{part} queries"] = m[part]["queries"]
-            if model != base and (base, task) in evals:
-                row["paired"] = el_paired(eval_dir, task, base, model, seed)
+            if compare:
+                keys = ["qid"] if "qid" in pl.read_parquet_schema(eval_dir / model / task / "predictions.parquet") \
+                    else ["cui", "query"]
+                row["paired"] = paired_hits(eval_dir, task, base, model, seed, keys, "hit@1")
+        elif m["kind"] == "hierarchy":
+            row.update({"hit@1": m["hit@1"], "mrr": m["mrr"], "links": m["links"]})
+            if compare:
+                row["paired"] = paired_hits(eval_dir, task, base, model, seed, ["child", "parent"], name.split()[-1])
+                row["paired_hit@1"] = paired_hits(eval_dir, task, base, model, seed, ["child", "parent"], "hit@1")
         rows.append(row)
     return sorted(rows, key=lambda r: (r["task"], r["model"] != base, r["model"]))
 
@@ -131,26 +168,50 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines + ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows])
 
 
+def _delta(r: dict) -> str:
+    if "paired" not in r:
+        return ""
+    d = r["paired"]
+    if r["kind"] == "similarity":  # a difference of rho, not of a share
+        return f"{d['delta']:+.3f} [{d['ci95_low']:+.3f}, {d['ci95_high']:+.3f}]"
+    return f"{100 * d['delta']:+.1f} [{100 * d['ci95_low']:+.1f}, {100 * d['ci95_high']:+.1f}] pts"
+
+
 def render(rows: list[dict], figures: dict[str, str], ablations: list[dict], base: str) -> str:
     out = ["# bali report", "",
            f"Base model `{base}` against the aligned model(s) on every evaluation task, with the same protocol "
-           "and data for both. Entity-linking differences are paired over the same queries: exact McNemar "
-           "test on hit@1 and a paired-bootstrap 95 % interval of the gain.", "", "## Base vs aligned", ""]
+           "and data for both. Differences are paired over the same items: for entity linking (hit@1) and the "
+           "hierarchy probe (parent hit@k) an exact McNemar test and a paired-bootstrap 95 % interval of the gain; "
+           "for similarity a paired-bootstrap 95 % interval of the difference of Spearman's rho. Entity-linking "
+           "`_dev` tasks are for choosing settings, `_test` tasks are the reported figures.", "",
+           "## Base vs aligned", ""]
     out.append(table(["task", "model", "metric", "value", "Δ vs base [95 % CI]", "McNemar p"],
-                     [[r["task"], r["model"], r["metric"], _fmt(r["value"], r["std"]),
-                       (f"{100 * r['paired']['delta']:+.1f} [{100 * r['paired']['ci95_low']:+.1f}, "
-                        f"{100 * r['paired']['ci95_high']:+.1f}] pts") if "paired" in r else "",
-                       f"{r['paired']['mcnemar_p']:.2g}" if "paired" in r else ""] for r in rows]))
+                     [[r["task"], r["model"], r["metric"], _fmt(r["value"], r["std"]), _delta(r),
+                       f"{r['paired']['mcnemar_p']:.2g}" if "mcnemar_p" in r.get("paired", {}) else ""] for r in rows]))
     el = [r for r in rows if r["kind"] == "entity_linking"]
     if el:
         out += ["", "### Entity linking in detail", "",
                 table(["task", "model", "acc@1", "acc@5", "seen acc@1 (queries)", "unseen acc@1 (queries)",
-                       "dictionary names"],
+                       "dictionary names", "top-1 errors: parent / child / sibling", "mean distance (≤ 5)"],
                       [[r["task"], r["model"], r["value"], r.get("acc@5"),
                         f"{r['seen acc@1']:.3f} ({r['seen queries']})" if "seen acc@1" in r else "",
                         f"{r['unseen acc@1']:.3f} ({r['unseen queries']})" if "unseen acc@1" in r else "",
-                        r.get("dictionary_names")] for r in el]),
-                "", "Seen: the query's concept is mentioned in the pre-training sentences."]
+                        r.get("dictionary_names"),
+                        " / ".join(f"{r[f'top1 errors share_{x}']:.2f}" for x in ("parent", "child", "sibling"))
+                        if "top1 errors share_parent" in r else "",
+                        r.get("top1 errors mean_distance_capped_5")] for r in el]),
+                "", "Seen: the query's concept is mentioned in the pre-training sentences. Top-1 errors: the share "
+                    "of wrong top-1 concepts that are a parent, child or sibling of the gold concept in the graph, "
+                    "and their mean shortest-path distance to it (capped at 5)."]
+    hi = [r for r in rows if r["kind"] == "hierarchy"]
+    if hi:
+        out += ["", "### Hierarchy probe in detail", "",
+                table(["task", "model", "links", "parent hit@1", "McNemar p (hit@1)", hi[0]["metric"],
+                       "MRR"],
+                      [[r["task"], r["model"], r["links"], r["hit@1"],
+                        f"{r['paired_hit@1']['mcnemar_p']:.2g}" if "paired_hit@1" in r else "", r["value"], r["mrr"]]
+                       for r in hi]),
+                "", "held_out: is_a links kept out of the training graph; seen: links it trained with."]
     out += ["", "Protocols:", ""] + sorted({f"- {r['task']}: {r['protocol']}" for r in rows})
     for title, key in (("Comparison", "comparison"), ("Pre-training losses", "losses"),
                        ("Entity linking during pre-training", "el_curve")):

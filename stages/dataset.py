@@ -16,9 +16,10 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from bali import params  # noqa: E402
-from bali.data.examples import build_examples, load_tokenizer, read_held_out  # noqa: E402
+from bali.data.examples import build_examples, contains_held_out, load_tokenizer, read_held_out  # noqa: E402
 from bali.data.subgraph import node_names, restrict  # noqa: E402
 from bali.io import atomic_outputs, write_json  # noqa: E402
+from bali.linking.dictionary import name_keys  # noqa: E402
 from bali.linking.link import shard_names  # noqa: E402
 
 
@@ -34,16 +35,22 @@ def main(argv=None):
     seeds = pl.scan_parquet(link_dir / "mentions.parquet").select("node_id").unique().collect()["node_id"].to_numpy()
     g = restrict(pl.read_parquet(graph_dir / "edges.parquet"), seeds, p["hops"])
     stats = {key: 0 for key in ("sentences_with_mentions", "mentions_in", "mentions_kept", "mentions_dropped_truncated",
-                                "sentences_dropped_no_mention_left", "mentions_dropped_held_out")}
+                                "sentences_dropped_no_mention_left", "mentions_dropped_held_out",
+                                "sentences_dropped_held_out")}
     with atomic_outputs(args.out_dir) as tmp:
         (tmp / "examples.parquet").mkdir()
         split_counts = {"train": 0, "val": 0}
         for name in shard_names(corpus_dir):
             sentences = pl.read_parquet(corpus_dir / "sentences.parquet" / f"{name}.parquet")
             mentions = pl.read_parquet(link_dir / "mentions.parquet" / f"{name}.parquet")
-            held = mentions["text"].str.to_lowercase().is_in(sorted(held_out))
+            # A sentence holding a held-out string would still train on it as context of other
+            # mentions: it is dropped whole (with its mentions), so no held-out string is ever seen.
+            held_sent = sentences.filter(contains_held_out(sentences["text"], held_out)).select("doc_id", "sent_id")
+            stats["sentences_dropped_held_out"] += held_sent.height
+            held = name_keys(mentions["text"]).is_in(sorted(held_out))
             stats["mentions_dropped_held_out"] += int(held.sum())
-            mentions = mentions.filter(~held)
+            mentions = mentions.filter(~held).join(held_sent, on=["doc_id", "sent_id"], how="anti")
+            sentences = sentences.join(held_sent, on=["doc_id", "sent_id"], how="anti")
             ex = build_examples(sentences, mentions, tokenizer, p["max_length"], p["base"]["seed"],
                                 p["val_fraction"], stats)
             ex = ex.with_columns(pl.col("mention_node").list.eval(  # graph node ids -> training node ids

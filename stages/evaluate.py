@@ -3,7 +3,10 @@
   python stages/evaluate.py MODEL_DIR TASK_DIR OUT_DIR --task NAME [-S evaluate.KEY=VALUE ...]
 
 NAME is one of `evaluate.tasks` (params.yaml), which gives its kind:
-  entity_linking  TASK_DIR/{queries,dictionary}.txt (CUI||text): zero-shot nearest-name ranking
+  entity_linking  zero-shot nearest-name ranking; `format`: pairs (TASK_DIR/{queries or SPLIT,dictionary}.txt,
+                  CUI||text), gsc (GSC+ corpus/ + ann/), biosyn (*.concept); `dictionary`: a file or `graph`
+  hierarchy       TASK_DIR/names.txt + TASK_DIR/SPLIT.txt (CHILD||PARENT): parent rank among all names
+  similarity      TASK_DIR/*.csv (Term1, Term2, Mean): Spearman rho of cosine against the rating
   ner             TASK_DIR/{train,dev,test}.{PubTator,txt} (PubTator, or CoNLL-style BIO): fine-tuning
   classification  TASK_DIR/{train,dev,test}.json (BLURB JSON lines): fine-tuning
 Writes OUT_DIR/metrics.json (protocol, data sizes, seeds, figures), OUT_DIR/predictions.parquet
@@ -18,7 +21,10 @@ import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
 from bali import params  # noqa: E402
+from bali.demo import hp_obo_path  # noqa: E402
 from bali.io import atomic_outputs, write_json  # noqa: E402
+
+EMBEDDING_KINDS = ("entity_linking", "hierarchy", "similarity")  # zero-shot: vectors of the model as it is
 
 
 def seen_concepts(dataset_dir: str) -> set[str] | None:
@@ -43,21 +49,37 @@ def main(argv=None):
     task = tasks[args.task]
     device = p["device"] if p["device"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(p["base"]["seed"])
-    if task["kind"] == "entity_linking":
+    kind = task["kind"]
+    if kind in EMBEDDING_KINDS:
+        from bali.evaluation.embeddings import Encoder
+
+        encoder = Encoder(args.model_dir, p["entity_linking"], device, p["embedding_cache"])
+    if kind == "entity_linking":
         from bali.evaluation import entity_linking
 
-        metrics, preds = entity_linking.run(args.model_dir, args.task_dir, p["entity_linking"], device,
+        obo = Path(p["obo"]) if p["obo"] else hp_obo_path()
+        metrics, preds = entity_linking.run(encoder, args.task_dir, task, p["entity_linking"], p["graph_dir"], obo,
                                             seen_concepts(p["entity_linking"]["seen_from"]))
-    elif task["kind"] == "ner":
+    elif kind == "hierarchy":
+        from bali.evaluation import hierarchy
+
+        metrics, preds = hierarchy.run(encoder, args.task_dir, task, p["hierarchy"])
+    elif kind == "similarity":
+        from bali.evaluation import similarity
+
+        metrics, preds = similarity.run(encoder, args.task_dir, task, p["similarity"], p["base"]["seed"])
+    elif kind == "ner":
         from bali.evaluation import ner
 
         metrics, preds = ner.run(args.model_dir, args.task_dir, p["ner"], device, p["base"]["seed"])
-    elif task["kind"] == "classification":
+    elif kind == "classification":
         from bali.evaluation import classification
 
         metrics, preds = classification.run(args.model_dir, args.task_dir, task, p["classification"], device)
     else:
-        raise SystemExit(f"evaluate: task kind must be entity_linking, ner or classification, not {task['kind']!r}")
+        raise SystemExit(f"evaluate: unknown task kind {kind!r}")
+    if kind in EMBEDDING_KINDS:
+        metrics["embedding"] = encoder.stats
     metrics = {"task": args.task, "kind": task["kind"], "model": str(args.model_dir), **metrics}
     with atomic_outputs(args.out_dir) as tmp:
         preds.write_parquet(tmp / "predictions.parquet", compression="zstd")

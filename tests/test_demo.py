@@ -3,6 +3,7 @@ import json
 import re
 
 import polars as pl
+import pytest
 
 from bali import demo
 from conftest import run_stage
@@ -86,3 +87,23 @@ def test_demo_graph_from_hpo(tmp_path):
         assert (tmp_path / "demo" / f).read_bytes() == (tmp_path / "demo2" / f).read_bytes(), f
     for f in ["nodes.parquet", "codes.parquet", "edges.parquet/part-00000.parquet", "stats.json"]:
         assert (tmp_path / "graph" / f).read_bytes() == (tmp_path / "graph2" / f).read_bytes(), f
+
+
+def test_isa_links_held_out_of_the_graph(tmp_path):
+    def term(i, *parents):
+        return demo.Term(id=f"HP:000000{i}", name=f"T{i}", umls=[f"C000000{i}"], parents=[f"HP:000000{p}" for p in parents])
+
+    terms = [term(1), term(2, 1), term(3, 1), term(4, 2, 3), term(5, 2, 3), term(6, 2)]
+    held, seen = demo.hold_out_isa(terms, 2, seed=0)
+    assert len(held) == len(seen) == 2 and not set(held) & set(seen)
+    assert {c for c, _ in held} == {"C0000004", "C0000005"}  # each of the two-parent children gives one link
+    assert {c for c, _ in seen} <= {"C0000004", "C0000005"}  # the same population, links left in
+    demo.write_rrf(terms, tmp_path / "META", set(held))
+    isa = {(f[4], f[0]) for f in (ln.split("|") for ln in (tmp_path / "META" / "MRREL.RRF").read_text().splitlines())
+           if f[7] == "isa"}  # (child, parent)
+    assert not isa & set(held) and set(seen) <= isa
+    assert all(any(c == child for c, _ in isa) for child, _ in held)  # every child keeps a parent
+    with pytest.raises(ValueError, match="only 2 is_a links"):
+        demo.hold_out_isa(terms, 3, seed=0)
+    demo.write_hierarchy_task(terms, tmp_path / "h", held, seen)
+    assert (tmp_path / "h" / "names.txt").read_text().splitlines()[0] == "C0000001||T1"

@@ -39,6 +39,11 @@ def test_hits_and_accuracy_by_hand():
     idx = torch.tensor([[0, 1], [1, 3], [3, 2]])
     hit = entity_linking.hits(["C1", "C3", "C2|C1"], names, idx)
     assert hit.tolist() == [[True, False], [False, True], [False, True]]
+    # MEDIC names carry several ids: any shared id is a hit
+    assert entity_linking.hits(["D1", "D2|D3"], ["C9|D1", "D3"], torch.tensor([[0], [0]])).tolist() == [[True], [False]]
+    # a composite mention (two parts, qid 0) is a hit at k only when both parts are
+    qids, by = entity_linking.by_mention(np.array([[True, False], [False, True], [False, False]]), np.array([0, 0, 1]))
+    assert qids.tolist() == [0, 1] and by.tolist() == [[False, True], [False, False]]
     assert entity_linking.accuracy_at(hit, (1, 2)) == {"acc@1": pytest.approx(1 / 3), "acc@2": 1.0}
 
 
@@ -116,29 +121,50 @@ def test_tiny_ner_and_classification_learn(tiny, tmp_path):
     assert set(preds["seed"]) == {1, 2} and preds.height == 40
 
 
-def test_evaluate_stage_entity_linking(tiny, tmp_path):
+def test_evaluate_stage_entity_linking_shares_the_dictionary_vectors(tiny, tmp_path):
     task = tmp_path / "el"
     task.mkdir()
-    (task / "queries.txt").write_text("C1||heart attack\nC2||high temperature\n")
+    (task / "dev.txt").write_text("C1||heart attack\nC2||high temperature\n")
+    (task / "test.txt").write_text("C2||pyrexia\n")
     (task / "dictionary.txt").write_text("C1||myocardial infarction\nC1||heart attack (disorder)\nC2||fever\nC3||cough\n")
-    run_stage("evaluate", tiny, task, tmp_path / "out", "--task", "demo_el", "-S", "evaluate.entity_linking.seen_from=")
-    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    args = ["-S", "evaluate.entity_linking.seen_from=", "-S", f"evaluate.embedding_cache={tmp_path / 'cache'}",
+            "-S", f"evaluate.graph_dir={tmp_path / 'no-graph'}"]
+    run_stage("evaluate", tiny, task, tmp_path / "dev", "--task", "demo_el_dev", *args)
+    run_stage("evaluate", tiny, task, tmp_path / "test", "--task", "demo_el_test", *args)
+    m, t = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("dev", "test"))
     assert m["dictionary_names"] == 4 and m["queries"] == 2 and m["kind"] == "entity_linking" and "seen" not in m
-    preds = pl.read_parquet(tmp_path / "out" / "predictions.parquet")
+    assert t["queries"] == 1 and t["embedding"] == {"texts_embedded": 1, "texts_from_cache": 4}  # dictionary once
+    preds = pl.read_parquet(tmp_path / "dev" / "predictions.parquet")
     assert preds["candidate_cuis"].list.len().to_list() == [4, 4]  # k = 5, capped at the dictionary
     assert m["acc@1"] == preds["hit@1"].mean() and m["acc@5"] == 1.0
+    # the same stage without the cache gives the same candidates
+    run_stage("evaluate", tiny, task, tmp_path / "dev2", "--task", "demo_el_dev", *args[:2], "-S",
+              "evaluate.embedding_cache=", *args[4:])
+    again = pl.read_parquet(tmp_path / "dev2" / "predictions.parquet")
+    assert again["candidate_cuis"].to_list() == preds["candidate_cuis"].to_list()
 
 
-def test_demo_el_task_is_disjoint_from_its_dictionary(tmp_path):
+def test_demo_el_task_dev_test_and_normalised_held_out(tmp_path):
     from bali import demo
+    from bali.linking.dictionary import name_keys
 
     terms = demo.parse_obo(demo.hp_obo_path())
     stats = demo.write_el_task(terms, tmp_path, 1000, 29)
     q = entity_linking.read_pairs(tmp_path / "queries.txt")
     d = entity_linking.read_pairs(tmp_path / "dictionary.txt")
-    assert stats == {"el_queries": 1000, "el_dictionary_names": len(d[0])} and len(set(q[0])) == 1000
-    assert not set(zip(*q)) & set(zip(*d))
+    dev, test = (set(zip(*entity_linking.read_pairs(tmp_path / f))) for f in ("dev.txt", "test.txt"))
+    assert stats["el_queries"] == 1000 and len(set(q[0])) == 1000 and stats["el_dictionary_names"] == len(d[0])
+    assert len(dev) == len(test) == 500 and not dev & test and dev | test == set(zip(*q))
+    assert not set(name_keys(q[1]).to_list()) & set(name_keys(d[1]).to_list())  # not even up to case / dashes
     assert set(q[0]) <= set(d[0])  # every query concept keeps other names to be found by
+    # a synonym that differs from its concept's name only by case and a dash is never a query
+    terms = [demo.Term(id=f"HP:{i:07d}", name=f"Name {i}", synonyms=[f"name-{i}" if i % 2 else f"other {i}"])
+             for i in range(1, 11)]
+    stats = demo.write_el_task(terms, tmp_path / "small", 5, 0)
+    queries = entity_linking.read_pairs(tmp_path / "small" / "queries.txt")[1]
+    assert 0 < stats["el_queries_dropped_same_key_as_other_name"] <= 5 and all(t.startswith("other") for t in queries)
+    with pytest.raises(ValueError, match="only 5 concepts"):
+        demo.write_el_task(terms, tmp_path / "small", 6, 0)
 
 
 @needs_shared

@@ -86,13 +86,15 @@ def project(tmp_path_factory):
 
 def test_dag_runs_once_and_a_param_reruns_only_what_follows(project):
     assert (project / "reports" / "report.md").exists()
-    m = json.loads((project / "data" / "eval" / "bali" / "demo_el" / "metrics.json").read_text())
-    assert m["queries"] == 1000 and m["dictionary_names"] > 30000
+    m = json.loads((project / "data" / "eval" / "bali" / "demo_el_test" / "metrics.json").read_text())
+    assert m["queries"] == 500 and m["dictionary_names"] > 30000
+    h = json.loads((project / "data" / "eval" / "bali" / "hierarchy_held_out" / "metrics.json").read_text())
+    assert h["links"] == 1000
     assert repro(project) == []
     p = (project / "params.yaml").read_text()
     (project / "params.yaml").write_text(p.replace("temperature: 0.07", "temperature: 0.05"))
     try:
-        assert repro(project) == ["evaluate@bali-task0", "pretrain", "report"]
+        assert repro(project) == [f"evaluate@bali-task{i}" for i in range(4)] + ["pretrain", "report"]
     finally:
         (project / "params.yaml").write_text(p)
     repro(project)  # back to the committed params: restored from the run cache
@@ -162,6 +164,6 @@ def test_experiments_show_params_and_metrics(project):
         data = exps[name]["data"]
         assert data["params"]["params.yaml"]["data"]["pretrain"]["graph_encoder"] == encoder
         metrics = data["metrics"]
-        assert "acc@1" in metrics["data/eval/bali/demo_el/metrics.json"]["data"]
+        assert "acc@1" in metrics["data/eval/bali/demo_el_test/metrics.json"]["data"]
         assert "train" in metrics["dvclive/pretrain/metrics.json"]["data"]
     assert exps["sage"]["data"]["params"]["params.yaml"]["data"]["pretrain"]["neighbors"] == 2

@@ -88,9 +88,23 @@ def build_examples(sentences: pl.DataFrame, mentions: pl.DataFrame, tokenizer, m
 
 
 def read_held_out(path: str | Path | None) -> set[str]:
-    """Lower-cased strings of an entity-linking query file (CUI||mention lines) that must never be a
-    node name nor a mention in training."""
+    """The linker's keys (`bali.linking.dictionary.name_keys`: NFKC, case, dashes, spacing) of the
+    strings of an entity-linking query file (CUI||mention lines): never a node name, a mention or
+    part of a sentence in training."""
     if not path:
         return set()
-    return {line.split("||", 1)[1].lower() for line in Path(path).read_text(encoding="utf-8").splitlines()
-            if "||" in line}
+    from bali.linking.dictionary import name_keys
+
+    texts = [line.split("||", 1)[1] for line in Path(path).read_text(encoding="utf-8").splitlines() if "||" in line]
+    return set(name_keys(texts).to_list()) - {""}
+
+
+def contains_held_out(texts: pl.Series, held_out: set[str]) -> pl.Series:
+    """Whether each text contains a held-out key at token boundaries (Aho-Corasick over the keyed
+    texts, so the cost does not grow with the number of held-out strings)."""
+    from bali.linking.dictionary import name_keys
+
+    if not held_out or texts.len() == 0:
+        return pl.Series([False] * texts.len())
+    padded = " " + name_keys(texts) + " "
+    return padded.str.contains_any([f" {k} " for k in sorted(held_out)])

@@ -50,14 +50,16 @@ def restrict(edges: pl.DataFrame, seeds: np.ndarray, hops: int) -> dict:
 
 def node_names(nodes: pl.DataFrame, old_ids: np.ndarray, held_out: set[str], tokenizer, max_length: int,
                stats: dict) -> pl.DataFrame:
-    """Every distinct lower-cased name of each kept node (as the method does), held-out strings
-    removed, tokenised to at most max_length tokens."""
+    """Every distinct lower-cased name of each kept node (as the method does), names whose linker key
+    (`name_keys`) is a held-out key removed, tokenised to at most max_length tokens."""
+    from bali.linking.dictionary import name_keys
+
     names = (nodes.filter(pl.col("node_id").is_in(pl.Series(old_ids).implode()))
              .select("node_id", name="names").explode("name")
              .with_columns(pl.col("name").str.to_lowercase()).unique(maintain_order=True))
-    held = names.filter(pl.col("name").is_in(sorted(held_out)))
-    stats["held_out_names_removed"] = held.height
-    names = names.filter(~pl.col("name").is_in(sorted(held_out)))
+    held = name_keys(names["name"]).is_in(sorted(held_out))
+    stats["held_out_names_removed"] = int(held.sum())
+    names = names.filter(~held)
     stats["nodes_without_names"] = int(len(old_ids) - names["node_id"].n_unique())
     ids = tokenizer(names["name"].to_list(), truncation=True, max_length=max_length)["input_ids"]
     node = np.searchsorted(old_ids, names["node_id"].to_numpy())

@@ -70,3 +70,26 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n: int = 10000, seed: int = 0
     idx = np.random.default_rng(seed).integers(0, len(a), size=(n, len(a)))
     diffs = b[idx].mean(1) - a[idx].mean(1)
     return float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
+
+
+def spearman(x, y) -> float:
+    """Spearman's rho: Pearson's r of the average ranks (ties share their mean rank)."""
+    from scipy.stats import rankdata
+
+    return pearson(rankdata(x), rankdata(y))
+
+
+def bootstrap_ci(stat, n_items: int, n: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile interval of `stat(indices)` over items resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    values = [stat(rng.integers(0, n_items, n_items)) for _ in range(n)]
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def paired_bootstrap_stat(stat, a, b, n: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """(stat(b) - stat(a), 95 % interval) with the same resampled items for both systems; `stat`
+    maps the items' values (e.g. (cosine, rating) rows) to a number, as Spearman's rho does."""
+    a, b = np.asarray(a), np.asarray(b)
+    delta = stat(b) - stat(a)
+    lo, hi = bootstrap_ci(lambda idx: stat(b[idx]) - stat(a[idx]), len(a), n, seed)
+    return float(delta), lo, hi

@@ -66,6 +66,12 @@ def tokenise_all(texts: pl.Series) -> pl.Series:
             .select(pl.coalesce("slow", "fast"))).to_series()
 
 
+def name_keys(texts) -> pl.Series:
+    """The string a name is matched by: its tokens (`tokenise_all`) joined by single spaces, so two
+    strings with the same key are the same name to the linker (case, NFKC, dashes, spacing)."""
+    return tokenise_all(pl.Series(texts, dtype=pl.String)).list.join(" ")
+
+
 class DictionaryIndex:
     """Distinct normalised names -> the nodes that have them (built with polars and numpy, no
     per-name Python objects, so 10 M names fit in a few GB)."""

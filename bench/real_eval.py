@@ -1,0 +1,99 @@
+"""Base vs aligned on real data nobody here wrote: GSC+ (HPO phenotype mentions in PubMed abstracts,
+linked against every name of the graph), BC5CDR-disease (BioSyn format, MEDIC) and UMNSRS
+similarity / relatedness. Run after `make demo` (it needs models/base, models/bali, data/graph):
+
+  python bench/real_eval.py [--models base bali] [--shared ../shared/data] [--out data/eval_real]
+
+Each (model, task) is one run of the evaluate stage with the task given as an override — exactly
+the command the README shows — so the figures are the pipeline's, not a re-implementation. Prints
+a table (figures, paired tests against the first model, wall time and peak RSS of each run) and
+ends with one JSON line. Timings are wall-clock on whatever machine runs it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bali.report import paired_hits, paired_spearman  # noqa: E402
+
+
+def tasks(shared: Path) -> list[dict]:
+    return [
+        {"name": "gsc_plus", "kind": "entity_linking", "format": "gsc", "dir": str(shared / "gsc-plus"),
+         "dictionary": "graph"},
+        {"name": "bc5cdr_disease", "kind": "entity_linking", "format": "biosyn",
+         "dir": str(shared / "bc5cdr-disease-el" / "test"),
+         "dictionary": str(shared / "bc5cdr-disease-el" / "medic_06Jul2012.txt")},
+        {"name": "umnsrs", "kind": "similarity", "dir": str(shared / "umnsrs")},
+    ]
+
+
+def flow(items: list[dict]) -> str:
+    """The tasks as one YAML flow sequence, as `-S 'evaluate.tasks=[…]'` takes it."""
+    return "[" + ", ".join("{" + ", ".join(f"{k}: {v}" for k, v in t.items()) + "}" for t in items) + "]"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["base", "bali"], help="folders under models/ (first = baseline)")
+    ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--out", default="data/eval_real")
+    ap.add_argument("--seed", type=int, default=29)
+    args = ap.parse_args(argv)
+    shared, out = Path(args.shared), ROOT / args.out
+    items = tasks(shared)
+    override = f"evaluate.tasks={flow(items)}"
+    print(f"tasks override: -S '{override}'")
+    runs = []
+    for model in args.models:
+        for t in items:
+            cmd = [sys.executable, "stages/evaluate.py", f"models/{model}", t["dir"], str(out / model / t["name"]),
+                   "--task", t["name"], "-S", override]
+            t0 = time.perf_counter()
+            subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+            wall = time.perf_counter() - t0
+            runs.append({"model": model, "task": t["name"], "wall_s": round(wall, 1)})
+            print(f"  {model:>6} {t['name']:<15} {wall:7.1f} s", flush=True)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    base = args.models[0]
+    result = {"peak_rss_gib_largest_run": round(peak, 2), "runs": runs, "figures": {}}
+    print(f"\n{'task':<28} {'model':>6} {'figure':>24}  paired vs {base}")
+    for model in args.models:
+        for t in items:
+            m = json.loads((out / model / t["name"] / "metrics.json").read_text())
+            if t["kind"] == "similarity":
+                for f, v in m["files"].items():
+                    fig = {"spearman": round(v["spearman"], 3), "ci95": [round(v["ci95_low"], 3), round(v["ci95_high"], 3)],
+                           "pairs": v["pairs"]}
+                    if model != base:
+                        p = paired_spearman(out, t["name"], f, base, model, args.seed)
+                        fig["delta"] = {k: round(x, 3) for k, x in p.items()}
+                    result["figures"][f"{t['name']}/{f}/{model}"] = fig
+                    print(f"{t['name'] + '/' + f:<28} {model:>6} {'rho ' + format(v['spearman'], '.3f'):>24}  "
+                          f"{fig.get('delta', '')}")
+                continue
+            fig = {"acc@1": round(m["acc@1"], 3), "acc@5": round(m["acc@5"], 3), "queries": m["queries"],
+                   "dictionary_names": m["dictionary_names"], "input_issues": m["input_issues"]["counts"]}
+            if "top1_errors" in m:
+                e = m["top1_errors"]
+                fig["top1_errors_parent_child_sibling"] = round(e["share_parent_child_sibling"], 3)
+                fig["top1_errors_mean_distance_capped_5"] = round(e["mean_distance_capped_5"], 2)
+            if model != base:
+                p = paired_hits(out, t["name"], base, model, args.seed, ["qid"], "hit@1")
+                fig["paired_hit@1"] = {k: (round(x, 4) if isinstance(x, float) else x) for k, x in p.items()}
+            result["figures"][f"{t['name']}/{model}"] = fig
+            print(f"{t['name']:<28} {model:>6} {'acc@1/@5 ' + format(m['acc@1'], '.3f') + ' / ' + format(m['acc@5'], '.3f'):>24}  "
+                  f"{fig.get('paired_hit@1', '')}")
+    print(json.dumps(result, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
