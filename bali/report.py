@@ -39,6 +39,27 @@ def el_paired(eval_dir: Path, task: str, base: str, model: str, seed: int) -> di
             "only_base": int((ha & ~hb).sum()), "only_aligned": int((~ha & hb).sum())}
 
 
+def finetune_paired(eval_dir: Path, task: str, base: str, model: str, seed: int) -> dict:
+    """Paired comparison of fine-tuned predictions (single-label classification, PubMedQA, multiple
+    choice) over the same test questions: per question, the fraction of runs (seeds, folds) that got it
+    right; a paired-bootstrap 95 % interval of the gain over questions, and exact McNemar on "right in
+    most runs" (with one run: right or wrong)."""
+    a, b = (pl.read_parquet(eval_dir / m / task / "predictions.parquet").group_by("id").agg(pl.col("correct").mean())
+            .sort("id") for m in (base, model))
+    if a["id"].to_list() != b["id"].to_list():
+        raise ValueError(f"{task}: {base} and {model} were evaluated on different questions")
+    ca, cb = a["correct"].to_numpy(), b["correct"].to_numpy()
+    lo, hi = paired_bootstrap(ca, cb, seed=seed)
+    ha, hb = ca > 0.5, cb > 0.5
+    return {"delta": float(cb.mean() - ca.mean()), "ci95_low": lo, "ci95_high": hi, "mcnemar_p": mcnemar_exact(ha, hb),
+            "only_base": int((ha & ~hb).sum()), "only_aligned": int((~ha & hb).sum()), "questions": len(ca)}
+
+
+def pairs_by_question(eval_dir: Path, model: str, task: str) -> bool:
+    f = eval_dir / model / task / "predictions.parquet"
+    return f.exists() and {"id", "correct"} <= set(pl.read_parquet_schema(f))
+
+
 def comparison(eval_dir: Path, base: str, seed: int) -> list[dict]:
     evals = load_evals(eval_dir)
     rows = []
@@ -54,6 +75,10 @@ def comparison(eval_dir: Path, base: str, seed: int) -> list[dict]:
                     row[f"{part} queries"] = m[part]["queries"]
             if model != base and (base, task) in evals:
                 row["paired"] = el_paired(eval_dir, task, base, model, seed)
+        elif model != base and (base, task) in evals and all(pairs_by_question(eval_dir, m_, task) for m_ in (base, model)):
+            row["paired"] = finetune_paired(eval_dir, task, base, model, seed)
+        if m["kind"] in ("classification", "pubmedqa", "multiple_choice"):
+            row["examples"], row["runs"] = m["examples"], len(m["test"][m["metric"]]["runs"])
         rows.append(row)
     return sorted(rows, key=lambda r: (r["task"], r["model"] != base, r["model"]))
 
@@ -135,7 +160,10 @@ def render(rows: list[dict], figures: dict[str, str], ablations: list[dict], bas
     out = ["# bali report", "",
            f"Base model `{base}` against the aligned model(s) on every evaluation task, with the same protocol "
            "and data for both. Entity-linking differences are paired over the same queries: exact McNemar "
-           "test on hit@1 and a paired-bootstrap 95 % interval of the gain.", "", "## Base vs aligned", ""]
+           "test on hit@1 and a paired-bootstrap 95 % interval of the gain. Fine-tuned tasks (value ± std over "
+           "seeds or folds) with single-answer predictions are paired over the same test questions: per question "
+           "the fraction of runs right, bootstrap interval of the gain, McNemar on \"right in most runs\".", "",
+           "## Base vs aligned", ""]
     out.append(table(["task", "model", "metric", "value", "Δ vs base [95 % CI]", "McNemar p"],
                      [[r["task"], r["model"], r["metric"], _fmt(r["value"], r["std"]),
                        (f"{100 * r['paired']['delta']:+.1f} [{100 * r['paired']['ci95_low']:+.1f}, "
@@ -151,6 +179,12 @@ def render(rows: list[dict], figures: dict[str, str], ablations: list[dict], bas
                         f"{r['unseen acc@1']:.3f} ({r['unseen queries']})" if "unseen acc@1" in r else "",
                         r.get("dictionary_names")] for r in el]),
                 "", "Seen: the query's concept is mentioned in the pre-training sentences."]
+    tuned = [r for r in rows if "examples" in r]
+    if tuned:
+        out += ["", "### Downstream (fine-tuned) tasks in detail", "",
+                table(["task", "model", "metric", "value", "runs", "train / dev / test examples"],
+                      [[r["task"], r["model"], r["metric"], _fmt(r["value"], r["std"]), r["runs"],
+                        " / ".join(str(r["examples"].get(s, "")) for s in ("train", "dev", "test"))] for r in tuned])]
     out += ["", "Protocols:", ""] + sorted({f"- {r['task']}: {r['protocol']}" for r in rows})
     for title, key in (("Comparison", "comparison"), ("Pre-training losses", "losses"),
                        ("Entity linking during pre-training", "el_curve")):

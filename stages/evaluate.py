@@ -5,7 +5,9 @@
 NAME is one of `evaluate.tasks` (params.yaml), which gives its kind:
   entity_linking  TASK_DIR/{queries,dictionary}.txt (CUI||text): zero-shot nearest-name ranking
   ner             TASK_DIR/{train,dev,test}.{PubTator,txt} (PubTator, or CoNLL-style BIO): fine-tuning
-  classification  TASK_DIR/{train,dev,test}.json (BLURB JSON lines): fine-tuning
+  classification  TASK_DIR/{train,dev,test}.{json,tsv} (BLURB: LinkBERT JSON lines, GAD TSV): fine-tuning
+  pubmedqa        TASK_DIR/{ori_pqal,test_ground_truth}.json (PubMedQA's release): the official 10 folds
+  multiple_choice TASK_DIR/{train,dev,test}.jsonl (MedQA-USMLE or MedMCQA): fine-tuning
 Writes OUT_DIR/metrics.json (protocol, data sizes, seeds, figures), OUT_DIR/predictions.parquet
 (for error analysis and paired tests) and OUT_DIR/params.json.
 """
@@ -52,12 +54,19 @@ def main(argv=None):
         from bali.evaluation import ner
 
         metrics, preds = ner.run(args.model_dir, args.task_dir, p["ner"], device, p["base"]["seed"])
-    elif task["kind"] == "classification":
-        from bali.evaluation import classification
+    elif task["kind"] in ("classification", "pubmedqa", "multiple_choice"):
+        import importlib
 
-        metrics, preds = classification.run(args.model_dir, args.task_dir, task, p["classification"], device)
+        from bali.evaluation.inputs import BadInput
+
+        kind = importlib.import_module(f"bali.evaluation.{task['kind']}")
+        try:
+            metrics, preds = kind.run(args.model_dir, args.task_dir, task, p[task["kind"]], device, p["base"]["seed"])
+        except (BadInput, FileNotFoundError) as e:  # bad input is a report, not a traceback
+            raise SystemExit(f"evaluate {args.task}: {e}") from None
     else:
-        raise SystemExit(f"evaluate: task kind must be entity_linking, ner or classification, not {task['kind']!r}")
+        raise SystemExit(f"evaluate: task kind must be entity_linking, ner, classification, pubmedqa or "
+                         f"multiple_choice, not {task['kind']!r}")
     metrics = {"task": args.task, "kind": task["kind"], "model": str(args.model_dir), **metrics}
     with atomic_outputs(args.out_dir) as tmp:
         preds.write_parquet(tmp / "predictions.parquet", compression="zstd")

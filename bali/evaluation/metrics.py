@@ -70,3 +70,34 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n: int = 10000, seed: int = 0
     idx = np.random.default_rng(seed).integers(0, len(a), size=(n, len(a)))
     diffs = b[idx].mean(1) - a[idx].mean(1)
     return float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
+
+
+def macro_f1(gold: list[str], pred: list[str], labels: list[str]) -> float:
+    """Mean over `labels` of each label's F1 (PubMedQA's second figure); a label never gold nor
+    predicted scores 0, as scikit-learn's f1_score(average='macro', labels=...) does."""
+    f1s = []
+    for lab in labels:
+        tp = sum(g == lab and p == lab for g, p in zip(gold, pred, strict=True))
+        f1s.append(prf(tp, sum(p == lab for p in pred), sum(g == lab for g in gold))["f1"])
+    return sum(f1s) / len(f1s) if f1s else 0.0
+
+
+def hoc_f1(gold: list[set], pred: list[set], ids: list[str]) -> float:
+    """HoC as LinkBERT scores it (src/seqcls/utils_hoc.py, `eval_hoc`): rows grouped into abstracts by
+    the id before its first `_` (hallmarks of the abstract's rows united), then one micro-F1 over every
+    (abstract, hallmark) cell. Not BLUE's per-abstract F1 averaged over abstracts, nor a macro over the
+    ten hallmarks; on abstract-level rows (LinkBERT's HoC_hf) it equals `multilabel_micro_f1`."""
+    docs: dict[str, tuple[set, set]] = {}
+    for g, p, i in zip(gold, pred, ids, strict=True):
+        d = docs.setdefault(str(i).split("_")[0], (set(), set()))
+        d[0].update(g)
+        d[1].update(p)
+    return multilabel_micro_f1([g for g, _ in docs.values()], [p for _, p in docs.values()])
+
+
+def bootstrap_ci(x: np.ndarray, n: int = 10000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile interval of mean(x) over items resampled with replacement."""
+    x = np.asarray(x, float)
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(n, len(x)))
+    means = x[idx].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
