@@ -137,12 +137,14 @@ def test_medmcqa_answer_key_and_bad_questions(tmp_path):
         return json.dumps({"id": f"q{i}", "question": f"question {i}?", "opa": "a", "opb": "b", "opc": "c",
                            "opd": "d", "cop": cop, **kw})
     f = tmp_path / "test.json"
-    f.write_text("\n".join([q(0, 0), q(1, 3), q(2, 2), "{not json", q(4, 7), q(5, 1, opc="")]) + "\n")
+    f.write_bytes(("\n".join([q(0, 0), q(1, 3), q(2, 2), "{not json", q(4, 7), q(5, 1, opc="")]) + "\n").encode()
+                  + b'{"question": "\xff"}\n')
     problems = inputs.Problems(1.0)
     got, note = multiple_choice.read_questions(f, {"cop_base": "auto"}, problems, None)
     assert [x["answer"] for x in got] == [0, 3, 2] and "cop 0-3 (detected" in note
     assert problems.lines() == ["test.json:4: not JSON (Expecting property name enclosed in double quotes)",
-                                "test.json:5: cop 7 is outside 0-3", "test.json:6: missing option"]
+                                "test.json:5: cop 7 is outside 0-3", "test.json:6: missing option",
+                                "test.json:7: invalid UTF-8"]
     f.write_text("\n".join([q(0, 4), q(1, 1)]) + "\n")
     got, note = multiple_choice.read_questions(f, {"cop_base": "auto"}, inputs.Problems(0.0), None)
     assert [x["answer"] for x in got] == [3, 0] and "1-4 (detected" in note

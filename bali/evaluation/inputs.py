@@ -42,7 +42,7 @@ class Problems:
             print(f"{Path(path).name}:{line}: {reason}, skipped", file=sys.stderr)
 
     def lines(self) -> list[str]:
-        return [f"{f}:{n}: {r}" for f, n, r in self.bad[:REPORTED]]
+        return [f"{f}:{n}: {r}" for f, n, r in sorted(self.bad, key=lambda b: b[:2])[:REPORTED]]
 
     def summary(self) -> dict:
         return {"rows": self.rows, "malformed": len(self.bad),
@@ -58,21 +58,16 @@ class Problems:
 def json_lines(path: Path, problems: Problems):
     """(line number, object) of every JSON-object line; blank lines pass, anything else is counted."""
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, "rb")  # bytes: one line of invalid UTF-8 costs that line only
     except OSError as e:
         raise BadInput(f"{path}: {e.strerror}") from None
     with f:
-        no = 0
-        while True:
+        for no, raw in enumerate(f, 1):
             try:
-                line = f.readline()
+                line = raw.decode("utf-8")
             except UnicodeDecodeError:
-                no += 1
                 problems.skip(path, no, "invalid UTF-8")
                 continue
-            if not line:
-                return
-            no += 1
             if not line.strip():
                 continue
             try:
