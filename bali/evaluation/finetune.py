@@ -53,7 +53,7 @@ def train(model, examples: list, collate, p: dict, seed: int, device: str, desc:
                 best = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             model.train()
     bar.close()
-    if dev_score is not None:
+    if best is not None:
         model.load_state_dict(best)
     model.eval()
     return scores
