@@ -156,6 +156,11 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines + ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows])
 
 
+def on_accuracy(r: dict) -> str:
+    """A fine-tuned task's paired figures are on per-question correctness: say so where its metric differs."""
+    return " (accuracy)" if "questions" in r["paired"] and r["metric"] != "accuracy" else ""
+
+
 def render(rows: list[dict], figures: dict[str, str], ablations: list[dict], base: str) -> str:
     out = ["# bali report", "",
            f"Base model `{base}` against the aligned model(s) on every evaluation task, with the same protocol "
@@ -167,7 +172,7 @@ def render(rows: list[dict], figures: dict[str, str], ablations: list[dict], bas
     out.append(table(["task", "model", "metric", "value", "Δ vs base [95 % CI]", "McNemar p"],
                      [[r["task"], r["model"], r["metric"], _fmt(r["value"], r["std"]),
                        (f"{100 * r['paired']['delta']:+.1f} [{100 * r['paired']['ci95_low']:+.1f}, "
-                        f"{100 * r['paired']['ci95_high']:+.1f}] pts") if "paired" in r else "",
+                        f"{100 * r['paired']['ci95_high']:+.1f}] pts" + on_accuracy(r)) if "paired" in r else "",
                        f"{r['paired']['mcnemar_p']:.2g}" if "paired" in r else ""] for r in rows]))
     el = [r for r in rows if r["kind"] == "entity_linking"]
     if el:

@@ -145,7 +145,7 @@ def main():
         if "paired" in row:
             pr = row["paired"]
             figures[row["task"]]["paired"] = {"model": row["model"], **pr}
-            print(f"{row['task']}: {row['model']} - {names[0]} = {100 * pr['delta']:+.1f} pts [{100 * pr['ci95_low']:+.1f}, "
+            print(f"{row['task']}: {row['model']} - {names[0]}, per-question accuracy: {100 * pr['delta']:+.1f} pts [{100 * pr['ci95_low']:+.1f}, "
                   f"{100 * pr['ci95_high']:+.1f}], McNemar p {pr['mcnemar_p']:.2g} over {pr['questions']} questions")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"peak RSS {peak:.2f} GiB; device {device}; outputs {work}")
