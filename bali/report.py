@@ -58,6 +58,27 @@ def paired_spearman(eval_dir: Path, task: str, file: str, base: str, model: str,
     return {"delta": delta, "ci95_low": lo, "ci95_high": hi}
 
 
+def finetune_paired(eval_dir: Path, task: str, base: str, model: str, seed: int) -> dict:
+    """Paired comparison of fine-tuned predictions (single-label classification, PubMedQA, multiple
+    choice) over the same test questions: per question, the fraction of runs (seeds, folds) that got it
+    right; a paired-bootstrap 95 % interval of the gain over questions, and exact McNemar on "right in
+    most runs" (with one run: right or wrong)."""
+    a, b = (pl.read_parquet(eval_dir / m / task / "predictions.parquet").group_by("id").agg(pl.col("correct").mean())
+            .sort("id") for m in (base, model))
+    if a["id"].to_list() != b["id"].to_list():
+        raise ValueError(f"{task}: {base} and {model} were evaluated on different questions")
+    ca, cb = a["correct"].to_numpy(), b["correct"].to_numpy()
+    lo, hi = paired_bootstrap(ca, cb, seed=seed)
+    ha, hb = ca > 0.5, cb > 0.5
+    return {"delta": float(cb.mean() - ca.mean()), "ci95_low": lo, "ci95_high": hi, "mcnemar_p": mcnemar_exact(ha, hb),
+            "only_base": int((ha & ~hb).sum()), "only_aligned": int((~ha & hb).sum()), "questions": len(ca)}
+
+
+def pairs_by_question(eval_dir: Path, model: str, task: str) -> bool:
+    f = eval_dir / model / task / "predictions.parquet"
+    return f.exists() and {"id", "correct"} <= set(pl.read_parquet_schema(f))
+
+
 def comparison(eval_dir: Path, base: str, seed: int) -> list[dict]:
     evals = load_evals(eval_dir)
     rows = []
@@ -91,6 +112,10 @@ def comparison(eval_dir: Path, base: str, seed: int) -> list[dict]:
             if compare:
                 row["paired"] = paired_hits(eval_dir, task, base, model, seed, ["child", "parent"], name.split()[-1])
                 row["paired_hit@1"] = paired_hits(eval_dir, task, base, model, seed, ["child", "parent"], "hit@1")
+        elif compare and all(pairs_by_question(eval_dir, m_, task) for m_ in (base, model)):
+            row["paired"] = finetune_paired(eval_dir, task, base, model, seed)
+        if m["kind"] in ("classification", "pubmedqa", "multiple_choice"):
+            row["examples"], row["runs"] = m["examples"], len(m["test"][m["metric"]]["runs"])
         rows.append(row)
     return sorted(rows, key=lambda r: (r["task"], r["model"] != base, r["model"]))
 
@@ -168,13 +193,18 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines + ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows])
 
 
+def on_accuracy(r: dict) -> str:
+    """A fine-tuned task's paired figures are on per-question correctness: say so where its metric differs."""
+    return " (accuracy)" if "questions" in r["paired"] and r["metric"] != "accuracy" else ""
+
+
 def _delta(r: dict) -> str:
     if "paired" not in r:
         return ""
     d = r["paired"]
     if r["kind"] == "similarity":  # a difference of rho, not of a share
         return f"{d['delta']:+.3f} [{d['ci95_low']:+.3f}, {d['ci95_high']:+.3f}]"
-    return f"{100 * d['delta']:+.1f} [{100 * d['ci95_low']:+.1f}, {100 * d['ci95_high']:+.1f}] pts"
+    return f"{100 * d['delta']:+.1f} [{100 * d['ci95_low']:+.1f}, {100 * d['ci95_high']:+.1f}] pts" + on_accuracy(r)
 
 
 def render(rows: list[dict], figures: dict[str, str], ablations: list[dict], base: str) -> str:
@@ -183,7 +213,9 @@ def render(rows: list[dict], figures: dict[str, str], ablations: list[dict], bas
            "and data for both. Differences are paired over the same items: for entity linking (hit@1) and the "
            "hierarchy probe (parent hit@k) an exact McNemar test and a paired-bootstrap 95 % interval of the gain; "
            "for similarity a paired-bootstrap 95 % interval of the difference of Spearman's rho. Entity-linking "
-           "`_dev` tasks are for choosing settings, `_test` tasks are the reported figures.", "",
+           "`_dev` tasks are for choosing settings, `_test` tasks are the reported figures. Fine-tuned tasks (value "
+           "± std over seeds or folds) with single-answer predictions are paired over the same test questions: per "
+           "question the fraction of runs right, bootstrap interval of the gain, McNemar on \"right in most runs\".", "",
            "## Base vs aligned", ""]
     out.append(table(["task", "model", "metric", "value", "Δ vs base [95 % CI]", "McNemar p"],
                      [[r["task"], r["model"], r["metric"], _fmt(r["value"], r["std"]), _delta(r),
@@ -212,6 +244,12 @@ def render(rows: list[dict], figures: dict[str, str], ablations: list[dict], bas
                         f"{r['paired_hit@1']['mcnemar_p']:.2g}" if "paired_hit@1" in r else "", r["value"], r["mrr"]]
                        for r in hi]),
                 "", "held_out: is_a links kept out of the training graph; seen: links it trained with."]
+    tuned = [r for r in rows if "examples" in r]
+    if tuned:
+        out += ["", "### Downstream (fine-tuned) tasks in detail", "",
+                table(["task", "model", "metric", "value", "runs", "train / dev / test examples"],
+                      [[r["task"], r["model"], r["metric"], _fmt(r["value"], r["std"]), r["runs"],
+                        " / ".join(str(r["examples"].get(s, "")) for s in ("train", "dev", "test"))] for r in tuned])]
     out += ["", "Protocols:", ""] + sorted({f"- {r['task']}: {r['protocol']}" for r in rows})
     for title, key in (("Comparison", "comparison"), ("Pre-training losses", "losses"),
                        ("Entity linking during pre-training", "el_curve")):

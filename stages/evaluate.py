@@ -8,7 +8,9 @@ NAME is one of `evaluate.tasks` (params.yaml), which gives its kind:
   hierarchy       TASK_DIR/names.txt + TASK_DIR/SPLIT.txt (CHILD||PARENT): parent rank among all names
   similarity      TASK_DIR/*.csv (Term1, Term2, Mean): Spearman rho of cosine against the rating
   ner             TASK_DIR/{train,dev,test}.{PubTator,txt} (PubTator, or CoNLL-style BIO): fine-tuning
-  classification  TASK_DIR/{train,dev,test}.json (BLURB JSON lines): fine-tuning
+  classification  TASK_DIR/{train,dev,test}.{json,tsv} (BLURB: LinkBERT JSON lines, GAD TSV): fine-tuning
+  pubmedqa        TASK_DIR/{ori_pqal,test_ground_truth}.json (PubMedQA's release): the official 10 folds
+  multiple_choice TASK_DIR/{train,dev,test}.jsonl (MedQA-USMLE or MedMCQA): fine-tuning
 Writes OUT_DIR/metrics.json (protocol, data sizes, seeds, figures), OUT_DIR/predictions.parquet
 (for error analysis and paired tests) and OUT_DIR/params.json.
 """
@@ -72,12 +74,19 @@ def main(argv=None):
         from bali.evaluation import ner
 
         metrics, preds = ner.run(args.model_dir, args.task_dir, p["ner"], device, p["base"]["seed"])
-    elif kind == "classification":
-        from bali.evaluation import classification
+    elif kind in ("classification", "pubmedqa", "multiple_choice"):
+        import importlib
 
-        metrics, preds = classification.run(args.model_dir, args.task_dir, task, p["classification"], device)
+        from bali.evaluation.inputs import BadInput
+
+        module = importlib.import_module(f"bali.evaluation.{kind}")
+        try:
+            metrics, preds = module.run(args.model_dir, args.task_dir, task, p[kind], device, p["base"]["seed"])
+        except (BadInput, FileNotFoundError) as e:  # bad input is a report, not a traceback
+            raise SystemExit(f"evaluate {args.task}: {e}") from None
     else:
-        raise SystemExit(f"evaluate: unknown task kind {kind!r}")
+        raise SystemExit(f"evaluate: task kind must be entity_linking, hierarchy, similarity, ner, classification, "
+                         f"pubmedqa or multiple_choice, not {kind!r}")
     if kind in EMBEDDING_KINDS:
         metrics["embedding"] = encoder.stats
     metrics = {"task": args.task, "kind": task["kind"], "model": str(args.model_dir), **metrics}

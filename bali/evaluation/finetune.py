@@ -1,5 +1,6 @@
-"""The fine-tuning loop shared by NER and classification: AdamW (no decay on biases and LayerNorm),
-linear warm-up and decay, gradient clipping, a fixed number of epochs, batches shuffled by seed.
+"""The fine-tuning loop shared by every fine-tuning kind (NER, classification, PubMedQA, multiple
+choice): AdamW (no decay on biases and LayerNorm), linear warm-up and decay, gradient clipping, a fixed
+number of epochs, batches shuffled by seed, and optionally the best epoch on dev (PubMedQA's protocol).
 Kept small on purpose: what changes between base and aligned model is only the checkpoint."""
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from tqdm import tqdm
 SPLITS = {"train": ("train",), "dev": ("dev", "devel"), "test": ("test",)}
 
 
-def train(model, examples: list, collate, p: dict, seed: int, device: str, desc: str = "fine-tune") -> None:
-    """Train `model` in place on `examples`; `collate(list) -> dict of tensors` (with `labels`)."""
+def train(model, examples: list, collate, p: dict, seed: int, device: str, desc: str = "fine-tune",
+          dev_score=None) -> list[float]:
+    """Train `model` in place on `examples`; `collate(list) -> dict of tensors` (with `labels`). With
+    `dev_score(model) -> float`, the model is scored after every epoch and the best epoch's weights
+    (the first of equals) are the ones kept; returns the per-epoch dev scores."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     decay = [p_ for n, p_ in model.named_parameters() if p_.ndim > 1]
@@ -25,6 +29,7 @@ def train(model, examples: list, collate, p: dict, seed: int, device: str, desc:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup)))
     model.to(device).train()
+    scores, best = [], None
     bar = tqdm(total=steps, desc=desc, mininterval=10)
     for _ in range(p["epochs"]):
         order = list(range(len(examples)))
@@ -40,8 +45,18 @@ def train(model, examples: list, collate, p: dict, seed: int, device: str, desc:
             opt.zero_grad(set_to_none=True)
             bar.update()
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        if dev_score is not None:
+            model.eval()
+            scores.append(dev_score(model))
+            if scores[-1] > max(scores[:-1], default=float("-inf")):
+                # a CPU copy: one model's weights, whatever the number of epochs
+                best = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            model.train()
     bar.close()
+    if best is not None:
+        model.load_state_dict(best)
     model.eval()
+    return scores
 
 
 @torch.no_grad()
@@ -68,10 +83,29 @@ def mean_std(values: list[float]) -> dict:
     return {"mean": float(t.mean()), "std": float(t.std()) if len(values) > 1 else 0.0, "runs": values}
 
 
-def split_files(task_dir: Path) -> dict[str, Path]:
+TASK_KEYS = {"name", "kind", "dir", "metric", "negative", "labels", "train_from_test", "dev_from_test"}
+
+
+def task_params(p: dict, task: dict) -> dict:
+    """The kind's params with the task's own values (a task entry may set any of them: LinkBERT's
+    per-task learning rates and epochs); a key that is neither is a typo."""
+    unknown = set(task) - TASK_KEYS - set(p)
+    if unknown:
+        from bali.evaluation.inputs import BadInput
+
+        raise BadInput(f"task {task.get('name')!r}: unknown keys {sorted(unknown)} (not a task key nor a param "
+                         f"of evaluate.{task.get('kind')})")
+    return {**p, **{k: v for k, v in task.items() if k in p and k not in TASK_KEYS}}
+
+
+def split_files(task_dir: Path, splits: tuple[str, ...] = ("train", "dev", "test")) -> dict[str, Path]:
     """train / dev / test files of a task folder, by name (NCBItrainset_corpus.txt, devel.tsv, ...)."""
+    task_dir = Path(task_dir)
+    if not task_dir.is_dir():
+        raise FileNotFoundError(f"{task_dir}: no such task folder")
     files = {}
-    for split, keys in SPLITS.items():
+    for split in splits:
+        keys = SPLITS[split]
         found = sorted(f for f in task_dir.iterdir() if f.is_file() and any(k in f.name.lower() for k in keys)
                        and not (split == "dev" and "test" in f.name.lower()))
         if len(found) != 1:

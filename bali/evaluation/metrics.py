@@ -93,3 +93,26 @@ def paired_bootstrap_stat(stat, a, b, n: int = 1000, seed: int = 0) -> tuple[flo
     delta = stat(b) - stat(a)
     lo, hi = bootstrap_ci(lambda idx: stat(b[idx]) - stat(a[idx]), len(a), n, seed)
     return float(delta), lo, hi
+
+
+def macro_f1(gold: list[str], pred: list[str], labels: list[str]) -> float:
+    """Mean over `labels` of each label's F1 (PubMedQA's second figure); a label never gold nor
+    predicted scores 0, as scikit-learn's f1_score(average='macro', labels=...) does."""
+    f1s = []
+    for lab in labels:
+        tp = sum(g == lab and p == lab for g, p in zip(gold, pred, strict=True))
+        f1s.append(prf(tp, sum(p == lab for p in pred), sum(g == lab for g in gold))["f1"])
+    return sum(f1s) / len(f1s) if f1s else 0.0
+
+
+def hoc_f1(gold: list[set], pred: list[set], ids: list[str]) -> float:
+    """HoC as LinkBERT scores it (src/seqcls/utils_hoc.py, `eval_hoc`): rows grouped into abstracts by
+    the id before its first `_` (hallmarks of the abstract's rows united), then one micro-F1 over every
+    (abstract, hallmark) cell. Not BLUE's per-abstract F1 averaged over abstracts, nor a macro over the
+    ten hallmarks; on abstract-level rows (LinkBERT's HoC_hf) it equals `multilabel_micro_f1`."""
+    docs: dict[str, tuple[set, set]] = {}
+    for g, p, i in zip(gold, pred, ids, strict=True):
+        d = docs.setdefault(str(i).split("_")[0], (set(), set()))
+        d[0].update(g)
+        d[1].update(p)
+    return multilabel_micro_f1([g for g, _ in docs.values()], [p for _, p in docs.values()])
