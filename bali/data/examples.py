@@ -52,9 +52,15 @@ def split_of(doc_id: str, seed: int, val_fraction: float) -> str:
     return "val" if h / 2**64 < val_fraction else "train"
 
 
+SCHEMA = {"doc_id": pl.String, "sent_id": pl.Int32, "split": pl.String, "input_ids": pl.List(pl.UInt32),
+          "mention_start": pl.List(pl.UInt16), "mention_end": pl.List(pl.UInt16), "mention_node": pl.List(pl.UInt32)}
+
+
 def build_examples(sentences: pl.DataFrame, mentions: pl.DataFrame, tokenizer, max_length: int, seed: int,
-                   val_fraction: float, stats: dict) -> pl.DataFrame:
-    """One row per kept sentence: ids, split and its mentions as token spans with their node ids."""
+                   val_fraction: float, stats: dict, chunk: int = 20000) -> pl.DataFrame:
+    """One row per kept sentence: ids, split and its mentions as token spans with their node ids.
+    Sentences are tokenised `chunk` at a time, so the tokenizer's Python lists (ids and offset pairs,
+    ~100 bytes a token) never hold more than one chunk; the result is Arrow columns."""
     spans = (mentions.select("doc_id", "sent_id", "start", "end", "node_id").unique()
              .sort("doc_id", "sent_id", "start", "end", "node_id")
              .group_by("doc_id", "sent_id", maintain_order=True)
@@ -63,6 +69,12 @@ def build_examples(sentences: pl.DataFrame, mentions: pl.DataFrame, tokenizer, m
                                                                maintain_order="left")
     stats["sentences_with_mentions"] += rows.height
     stats["mentions_in"] += int(rows["m_node"].list.len().sum() or 0)
+    parts = [_examples(part, tokenizer, max_length, seed, val_fraction, stats) for part in rows.iter_slices(chunk)]
+    return pl.concat(parts) if parts else pl.DataFrame(schema=SCHEMA)
+
+
+def _examples(rows: pl.DataFrame, tokenizer, max_length: int, seed: int, val_fraction: float,
+              stats: dict) -> pl.DataFrame:
     enc = tokenizer(rows["text"].to_list(), truncation=True, max_length=max_length, return_offsets_mapping=True)
     out = []
     for (doc_id, sent_id, starts, ends, nodes), ids, offsets in zip(
@@ -82,9 +94,7 @@ def build_examples(sentences: pl.DataFrame, mentions: pl.DataFrame, tokenizer, m
             continue
         out.append((doc_id, sent_id, split_of(doc_id, seed, val_fraction), ids, t0, t1, kept_nodes))
     stats["mentions_kept"] += sum(len(r[6]) for r in out)
-    return pl.DataFrame(out, orient="row", schema={
-        "doc_id": pl.String, "sent_id": pl.Int32, "split": pl.String, "input_ids": pl.List(pl.UInt32),
-        "mention_start": pl.List(pl.UInt16), "mention_end": pl.List(pl.UInt16), "mention_node": pl.List(pl.UInt32)})
+    return pl.DataFrame(out, orient="row", schema=SCHEMA)
 
 
 def read_held_out(path: str | Path | None) -> set[str]:
