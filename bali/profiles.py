@@ -93,6 +93,9 @@ def write(name: str, params_path: Path = ROOT / "params.yaml") -> int:
     rt = YAML()
     rt.preserve_quotes = True
     rt.width = 10**6
+    # Floats the way PyYAML (and so DVC's -S) writes them: ruamel's `2e-05` reads back as a string in YAML 1.1.
+    rt.representer.add_representer(float, lambda r, v: r.represent_scalar(
+        "tag:yaml.org,2002:float", yaml.safe_dump(v).strip().removesuffix("...").strip()))
     doc = rt.load(params_path.read_text(encoding="utf-8"))
     changed = 0
     plain = yaml.safe_load(params_path.read_text(encoding="utf-8"))
