@@ -32,6 +32,16 @@ def load_tokenizer(name: str):
     return tok
 
 
+def encode(tokenizer, texts: list[str], max_length: int) -> list:
+    """The fast tokenizer's own encodings (`.ids`, `.offsets`), truncated to max_length: the same ids
+    as `tokenizer(texts, truncation=True, max_length=max_length)`, without transformers' per-text
+    conversion to Python dicts (half the dataset stage's time at scale)."""
+    backend = tokenizer.backend_tokenizer
+    backend.no_padding()
+    backend.enable_truncation(max_length)
+    return backend.encode_batch(texts)
+
+
 def token_span(offsets: list[tuple[int, int]], start: int, end: int) -> tuple[int, int] | None:
     """[first, last + 1) of the tokens overlapping chars [start, end); None if the mention runs past
     the last real token (truncated) or covers no token. Special tokens have empty offsets."""
@@ -75,11 +85,10 @@ def build_examples(sentences: pl.DataFrame, mentions: pl.DataFrame, tokenizer, m
 
 def _examples(rows: pl.DataFrame, tokenizer, max_length: int, seed: int, val_fraction: float,
               stats: dict) -> pl.DataFrame:
-    enc = tokenizer(rows["text"].to_list(), truncation=True, max_length=max_length, return_offsets_mapping=True)
     out = []
-    for (doc_id, sent_id, starts, ends, nodes), ids, offsets in zip(
-            rows.select("doc_id", "sent_id", "m_start", "m_end", "m_node").iter_rows(), enc["input_ids"],
-            enc["offset_mapping"]):
+    for (doc_id, sent_id, starts, ends, nodes), e in zip(rows.select("doc_id", "sent_id", "m_start", "m_end", "m_node")
+                                                         .iter_rows(), encode(tokenizer, rows["text"].to_list(), max_length)):
+        ids, offsets = e.ids, e.offsets
         t0, t1, kept_nodes = [], [], []
         for s, e, n in zip(starts, ends, nodes):
             span = token_span(offsets, s, e)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from bali.data.examples import encode
+
 
 def _lazy(edges: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     return edges.lazy() if isinstance(edges, pl.DataFrame) else edges
@@ -78,7 +80,9 @@ def node_names(nodes: pl.DataFrame, old_ids: np.ndarray, held_out: set[str], tok
     stats["held_out_names_removed"] = held.height
     names = names.filter(~pl.col("name").is_in(sorted(held_out)))
     stats["nodes_without_names"] = int(len(old_ids) - names["node_id"].n_unique())
-    ids = tokenizer(names["name"].to_list(), truncation=True, max_length=max_length)["input_ids"]
+    ids = pl.concat([pl.Series([e.ids for e in encode(tokenizer, part.to_list(), max_length)], dtype=pl.List(pl.UInt32))
+                     for part in (names["name"].slice(i, 100_000) for i in range(0, names.height, 100_000))]
+                    or [pl.Series([], dtype=pl.List(pl.UInt32))])  # in parts: one part's Python lists at a time
     node = np.searchsorted(old_ids, names["node_id"].to_numpy())
     return pl.DataFrame({"node": node.astype(np.uint32), "name": names["name"],
-                         "input_ids": pl.Series(ids, dtype=pl.List(pl.UInt32))}).sort("node", maintain_order=True)
+                         "input_ids": ids}).sort("node", maintain_order=True)
