@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 
 def resolve_tokenizer_path(name: str) -> str:
@@ -40,6 +43,16 @@ def encode(tokenizer, texts: list[str], max_length: int) -> list:
     backend.no_padding()
     backend.enable_truncation(max_length)
     return backend.encode_batch(texts)
+
+
+def list_column(rows: list[list[int]], dtype) -> pl.Series:
+    """A polars list column from Python lists through one flat array and Arrow offsets (polars' own
+    per-row conversion costs more than tokenising)."""
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.fromiter(itertools.chain.from_iterable(rows), dtype=dtype, count=int(offsets[-1]))
+    return pl.from_arrow(pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values)))
 
 
 def token_span(offsets: list[tuple[int, int]], start: int, end: int) -> tuple[int, int] | None:
@@ -103,7 +116,10 @@ def _examples(rows: pl.DataFrame, tokenizer, max_length: int, seed: int, val_fra
             continue
         out.append((doc_id, sent_id, split_of(doc_id, seed, val_fraction), ids, t0, t1, kept_nodes))
     stats["mentions_kept"] += sum(len(r[6]) for r in out)
-    return pl.DataFrame(out, orient="row", schema=SCHEMA)
+    columns = list(zip(*out)) or [[]] * len(SCHEMA)
+    numpy_of = {pl.UInt32: np.uint32, pl.UInt16: np.uint16}
+    return pl.DataFrame([list_column(col, numpy_of[dtype.inner]).alias(name).cast(dtype) if dtype.is_nested()
+                         else pl.Series(name, col, dtype=dtype) for (name, dtype), col in zip(SCHEMA.items(), columns)])
 
 
 def read_held_out(path: str | Path | None) -> set[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from bali.data.examples import encode
+from bali.data.examples import encode, list_column
 
 
 def _lazy(edges: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
@@ -80,7 +80,8 @@ def node_names(nodes: pl.DataFrame, old_ids: np.ndarray, held_out: set[str], tok
     stats["held_out_names_removed"] = held.height
     names = names.filter(~pl.col("name").is_in(sorted(held_out)))
     stats["nodes_without_names"] = int(len(old_ids) - names["node_id"].n_unique())
-    ids = pl.concat([pl.Series([e.ids for e in encode(tokenizer, part.to_list(), max_length)], dtype=pl.List(pl.UInt32))
+    ids = pl.concat([list_column([e.ids for e in encode(tokenizer, part.to_list(), max_length)], np.uint32)
+                     .cast(pl.List(pl.UInt32))
                      for part in (names["name"].slice(i, 100_000) for i in range(0, names.height, 100_000))]
                     or [pl.Series([], dtype=pl.List(pl.UInt32))])  # in parts: one part's Python lists at a time
     node = np.searchsorted(old_ids, names["node_id"].to_numpy())
