@@ -171,7 +171,7 @@ def loader_figures(dataset: Path, batches: int, batch_size: int, workers: int) -
     memory, examples, t0 = {}, 0, time.perf_counter()
     for i, b in enumerate(itertools.islice(dl, batches), 1):
         examples += b["input_ids"].shape[0]
-        if i in (50, batches):
+        if i in (50, 250, 500, batches):
             kids = psutil.Process().children()
             memory[i] = [{"uss_mib": round(k.memory_full_info().uss / 2**20, 1),
                           "pss_mib": round(k.memory_full_info().pss / 2**20, 1),
@@ -180,7 +180,7 @@ def loader_figures(dataset: Path, batches: int, batch_size: int, workers: int) -
     return {"examples": len(data), "load_seconds": round(load_s, 1), "parent_rss_gib": gib(parent_rss),
             "batches": batches, "batch_size": batch_size, "workers": workers,
             "examples_per_s": round(examples / seconds, 1), "workers_after_50": memory.get(50),
-            "workers_at_end": memory.get(batches)}
+            "workers_after_250": memory.get(250), "workers_after_500": memory.get(500), "workers_at_end": memory.get(batches)}
 
 
 def main():
@@ -235,7 +235,9 @@ def main():
         print(f"loader: {f['examples']:,} train examples loaded in {f['load_seconds']} s (parent RSS "
               f"{f['parent_rss_gib']:.2f} GiB); {f['examples_per_s']:,} examples/s over {a.batches} batches of "
               f"{a.batch_size}, {a.workers} workers; worker USS/PSS MiB after 50 batches "
-              f"{[(m['uss_mib'], m['pss_mib']) for m in f['workers_after_50'] or []]}, at the end "
+              f"{[(m['uss_mib'], m['pss_mib']) for m in f['workers_after_50'] or []]}, after 250 "
+              f"{[(m['uss_mib'], m['pss_mib']) for m in f['workers_after_250'] or []]}, after 500 "
+              f"{[(m['uss_mib'], m['pss_mib']) for m in f['workers_after_500'] or []]}, at the end "
               f"{[(m['uss_mib'], m['pss_mib']) for m in f['workers_at_end'] or []]}", flush=True)
     print(json.dumps(figures, default=str))
 

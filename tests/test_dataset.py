@@ -105,8 +105,8 @@ def reference_restrict(edges: pl.DataFrame, seeds, hops: int, self_loops: bool) 
     for _ in range(hops):
         kept |= {b for a, b, *_ in rows if a in kept} | {a for a, b, *_ in rows if b in kept}
     first = {}
-    for back in (False, True):  # every edge in file order, then every reversed copy
-        for a, b, rel, rela in rows:
+    for back in (False, True):  # the smallest (rel, rela) of the edges u -> v, else of the edges v -> u
+        for a, b, rel, rela in sorted(rows, key=lambda r: (r[2], r[3])):
             u, v = (b, a) if back else (a, b)
             if u in kept and v in kept and (u != v or self_loops):
                 first.setdefault((u, v), (rel, rela))
