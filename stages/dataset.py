@@ -5,7 +5,7 @@
 Writes OUT_DIR/examples.parquet (shards as in the corpus: doc_id, sent_id, split, input_ids,
 mention_start/end as token spans, mention_node), nodes.parquet (training node -> graph node, CUI),
 names.parquet (tokenised lower-cased names, held-out strings removed), graph.npz (CSR of the
-undirected training graph with REL/RELA codes), tokenizer/ (the tokenizer used), stats.json, params.json.
+undirected training graph with REL/RELA codes; self loops only with dataset.self_loops), tokenizer/ (the tokenizer used), stats.json, params.json.
 """
 import sys
 from pathlib import Path
@@ -31,9 +31,12 @@ def main(argv=None):
     graph_dir, corpus_dir, link_dir = Path(args.graph_dir), Path(args.corpus_dir), Path(args.link_dir)
     tokenizer = load_tokenizer(p["tokenizer"])
     held_out = read_held_out(p["held_out"])
-    nodes = pl.read_parquet(graph_dir / "nodes.parquet")
-    seeds = pl.scan_parquet(link_dir / "mentions.parquet").select("node_id").unique().collect()["node_id"].to_numpy()
-    g = restrict(pl.read_parquet(graph_dir / "edges.parquet"), seeds, p["hops"])
+    seeds = (pl.scan_parquet(link_dir / "mentions.parquet").select("node_id").unique()
+             .collect(engine="streaming")["node_id"].to_numpy())
+    # The edge table and the node table are scanned, never loaded whole: memory follows the training graph.
+    g = restrict(pl.scan_parquet(graph_dir / "edges.parquet"), seeds, p["hops"], p["self_loops"])
+    nodes = (pl.scan_parquet(graph_dir / "nodes.parquet").filter(pl.col("node_id").is_in(pl.Series(g["old_ids"]).implode()))
+             .collect(engine="streaming").sort("node_id"))
     stats = {key: 0 for key in ("sentences_with_mentions", "mentions_in", "mentions_kept", "mentions_dropped_truncated",
                                 "sentences_dropped_no_mention_left", "mentions_dropped_held_out",
                                 "sentences_dropped_held_out")}

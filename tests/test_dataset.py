@@ -98,6 +98,38 @@ def test_restricted_graph():
     assert restrict(edges, np.array([1]), hops=0)["old_ids"].tolist() == [1]
 
 
+def reference_restrict(edges: pl.DataFrame, seeds, hops: int, self_loops: bool) -> dict[tuple, tuple]:
+    """The training graph the straightforward way: Python sets and dicts over (u, v) pairs."""
+    rows = edges.rows()
+    kept = set(int(s) for s in seeds)
+    for _ in range(hops):
+        kept |= {b for a, b, *_ in rows if a in kept} | {a for a, b, *_ in rows if b in kept}
+    first = {}
+    for back in (False, True):  # the smallest (rel, rela) of the edges u -> v, else of the edges v -> u
+        for a, b, rel, rela in sorted(rows, key=lambda r: (r[2], r[3])):
+            u, v = (b, a) if back else (a, b)
+            if u in kept and v in kept and (u != v or self_loops):
+                first.setdefault((u, v), (rel, rela))
+    return first
+
+
+@pytest.mark.parametrize("hops,self_loops", [(1, False), (2, True)])
+def test_restricted_graph_matches_a_reference(hops, self_loops):
+    rng = np.random.default_rng(3)
+    n = 4000
+    edges = pl.DataFrame({"src": rng.integers(0, 300, n), "dst": rng.integers(0, 300, n),
+                          "rel": rng.choice(["PAR", "CHD", "RO", "SY"], n), "rela": rng.choice(["", "isa", "part_of"], n)},
+                         schema_overrides={"src": pl.UInt32, "dst": pl.UInt32})
+    seeds = rng.integers(0, 300, 5)
+    g = restrict(edges.lazy(), seeds, hops, self_loops)
+    old = g["old_ids"]
+    got = {(int(old[u]), int(old[v])): (str(g["rel_labels"][g["rel"][j]]), str(g["rela_labels"][g["rela"][j]]))
+           for u in range(len(old)) for j, v in enumerate(g["indices"][g["indptr"][u]:g["indptr"][u + 1]], g["indptr"][u])}
+    want = reference_restrict(edges, seeds, hops, self_loops)
+    assert got == want and len(g["indices"]) == len(want)
+    assert set(old.tolist()) >= {u for u, _ in want} and any(u == v for u, v in want) == self_loops
+
+
 def test_held_out_names_never_used(minilm):
     nodes = pl.DataFrame({"node_id": [0, 1], "cui": ["C1", "C2"], "name": ["Seizure", "Fever"],
                           "names": [["Seizure", "Epileptic fit", "seizures"], ["Fever", "Pyrexia"]]},
@@ -129,3 +161,25 @@ def test_demo_stage(tmp_path):
     assert stats["mentions_dropped_held_out"] == mentions["text"].str.to_lowercase().is_in(sorted(held)).sum() > 0
     graph = np.load(tmp_path / "ds" / "graph.npz", allow_pickle=False)
     assert graph["indptr"][-1] == len(graph["indices"]) == stats["graph_edges"]
+
+
+def test_training_data_flat_arrays_round_trip(tmp_path):
+    """TrainingData's flat arrays with offsets give back every row of the parquet files."""
+    from bali.data.batches import TrainingData
+    from conftest import make_dataset
+
+    d = make_dataset(tmp_path)
+    ex = pl.read_parquet(d / "examples.parquet")
+    ex = pl.concat([ex.head(100), ex.slice(100, 1).with_columns(split=pl.lit("val")), ex.slice(101)])
+    ex.write_parquet(d / "examples.parquet")
+    data = TrainingData(d)
+    train = ex.filter(pl.col("split") == "train")
+    assert len(data) == train.height == 299 and data.lengths().tolist() == train["input_ids"].list.len().to_list()
+    for i, row in enumerate(train.iter_rows(named=True)):
+        assert data.input_ids[i].tolist() == row["input_ids"]
+        assert [tuple(m) for m in data.mentions[i].tolist()] == list(zip(row["mention_start"], row["mention_end"],
+                                                                          row["mention_node"]))
+    names = pl.read_parquet(d / "names.parquet")
+    assert list(data.name_texts) == names["name"].to_list()
+    assert [x.tolist() for x in data.name_ids] == names["input_ids"].to_list()
+    assert data.mentions.values.shape == (train["mention_node"].list.len().sum(), 3)  # one flat array, no row objects

