@@ -96,6 +96,9 @@ def write(name: str, params_path: Path = ROOT / "params.yaml") -> int:
     # Floats the way PyYAML (and so DVC's -S) writes them: ruamel's `2e-05` reads back as a string in YAML 1.1.
     rt.representer.add_representer(float, lambda r, v: r.represent_scalar(
         "tag:yaml.org,2002:float", yaml.safe_dump(v).strip().removesuffix("...").strip()))
+    # Strings PyYAML would read as something else (`no`, `yes`, `on`, `1e-5`) are quoted.
+    rt.representer.add_representer(str, lambda r, v: r.represent_scalar(
+        "tag:yaml.org,2002:str", v, style="'" if yaml.safe_load(v or "''") != v else None))
     doc = rt.load(params_path.read_text(encoding="utf-8"))
     changed = 0
     plain = yaml.safe_load(params_path.read_text(encoding="utf-8"))
