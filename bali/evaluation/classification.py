@@ -54,24 +54,18 @@ def read_jsonl(path: Path, problems: inputs.Problems) -> list[dict]:
 
 def read_tsv(path: Path, problems: inputs.Problems) -> list[dict]:
     rows = []
-    with open(path, "rb") as f:
-        for no, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                problems.skip(path, no, "invalid UTF-8")
-                continue
-            fields = line.rstrip("\r\n").split("\t")
-            if no == 1 and [x.strip().lower() for x in fields] == ["index", "sentence", "label"]:
-                continue
-            if not line.strip():
-                continue
-            if len(fields) not in (2, 3) or not fields[-2].strip():
-                problems.skip(path, no, f"expected `index sentence label` (3 tab-separated fields), got {len(fields)}")
-                continue
-            problems.good()
-            rows.append({"id": fields[0] if len(fields) == 3 else f"{path.name}:{no}", "text": (fields[-2],),
-                         "label": fields[-1].strip(), "where": (path.name, no)})
+    for no, line in inputs.text_lines(path, problems):
+        fields = line.split("\t")
+        if no == 1 and [x.strip().lower() for x in fields] == ["index", "sentence", "label"]:
+            continue
+        if not line.strip():
+            continue
+        if len(fields) not in (2, 3) or not fields[-2].strip():
+            problems.skip(path, no, f"expected `index sentence label` (3 tab-separated fields), got {len(fields)}")
+            continue
+        problems.good()
+        rows.append({"id": fields[0] if len(fields) == 3 else f"{path.name}:{no}", "text": (fields[-2],),
+                     "label": fields[-1].strip(), "where": (path.name, no)})
     return rows
 
 

@@ -55,30 +55,35 @@ class Problems:
                            + (f"\n  ... and {len(self.bad) - REPORTED} more" if len(self.bad) > REPORTED else ""))
 
 
-def json_lines(path: Path, problems: Problems):
-    """(line number, object) of every JSON-object line; blank lines pass, anything else is counted."""
+def text_lines(path: Path, problems: Problems):
+    """(line number, text without its line break) of every UTF-8 line; a line of invalid UTF-8 is
+    counted and costs that line only (the file is read as bytes)."""
     try:
-        f = open(path, "rb")  # bytes: one line of invalid UTF-8 costs that line only
+        f = open(path, "rb")
     except OSError as e:
         raise BadInput(f"{path}: {e.strerror}") from None
     with f:
         for no, raw in enumerate(f, 1):
             try:
-                line = raw.decode("utf-8")
+                yield no, raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError:
                 problems.skip(path, no, "invalid UTF-8")
-                continue
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                problems.skip(path, no, f"not JSON ({e.msg})")
-                continue
-            if not isinstance(row, dict):
-                problems.skip(path, no, "not a JSON object")
-                continue
-            yield no, row
+
+
+def json_lines(path: Path, problems: Problems):
+    """(line number, object) of every JSON-object line; blank lines pass, anything else is counted."""
+    for no, line in text_lines(path, problems):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            problems.skip(path, no, f"not JSON ({e.msg})")
+            continue
+        if not isinstance(row, dict):
+            problems.skip(path, no, "not a JSON object")
+            continue
+        yield no, row
 
 
 def json_document(path: Path) -> tuple[object, str]:
