@@ -4,9 +4,9 @@ a hit at k when one of its k nearest names belongs to its concept.
 
 Task formats (SapBERT's `CUI||text` pairs, GSC+, BioSyn's) are read by `el_data`. A query's id
 field may list several concepts (`C1|C2`, BioSyn's convention): any of them counts. Vectors come
-from an `embeddings.Encoder`, so tasks that share a dictionary embed it once per model. Ranking runs in query chunks against dictionary chunks with a
-running top-k, so no query x dictionary matrix exists: a full UMLS dictionary (millions of names)
-needs only its embeddings (n_names x hidden floats) in memory.
+from an `embeddings.Encoder`, so tasks that share a dictionary embed it once per model. Ranking
+runs in query chunks against dictionary chunks with a running top-k, so no query x dictionary
+matrix exists: a full UMLS dictionary (millions of names) needs only its embeddings in memory.
 """
 from __future__ import annotations
 
