@@ -4,9 +4,9 @@ a hit at k when one of its k nearest names belongs to its concept.
 
 Task formats (SapBERT's `CUI||text` pairs, GSC+, BioSyn's) are read by `el_data`. A query's id
 field may list several concepts (`C1|C2`, BioSyn's convention): any of them counts. Vectors come
-from an `embeddings.Encoder`, so tasks that share a dictionary embed it once per model. Ranking runs in query chunks against dictionary chunks with a
-running top-k, so no query x dictionary matrix exists: a full UMLS dictionary (millions of names)
-needs only its embeddings (n_names x hidden floats) in memory.
+from an `embeddings.Encoder`, so tasks that share a dictionary embed it once per model. Ranking
+runs in query chunks against dictionary chunks with a running top-k, so no query x dictionary
+matrix exists: a full UMLS dictionary (millions of names) needs only its embeddings in memory.
 """
 from __future__ import annotations
 
@@ -160,15 +160,16 @@ def run(encoder, task_dir: str | Path, task: dict, p: dict, graph_dir: str | Pat
         **accuracy_at(mention_hit, (1, p["k"])), "input_issues": q.issues.as_dict(),
         "names_per_s": round(len(d_texts) / max(t1 - t0, 1e-9), 1), "queries_per_s": round(len(q_texts) / (t2 - t1), 1),
     }
+    graph_ids = task.get("format", "pairs") != "biosyn"  # BioSyn ids (MeSH, OMIM) are not graph CUIs
     is_seen = np.array([bool(seen) and any(c in seen for c in cui.split("|")) for cui in q_cuis])
-    if seen is not None:
+    if seen is not None and graph_ids:
         first = np.searchsorted(frame["qid"].to_numpy(), qids)
         for part, mask in (("seen", is_seen[first]), ("unseen", ~is_seen[first])):
             metrics[part] = {"queries": int(mask.sum()), **accuracy_at(mention_hit[mask], (1, p["k"]))}
     d_cuis_arr, d_texts_arr = np.asarray(d_cuis, dtype=object), np.asarray(d_texts, dtype=object)
     top1 = d_cuis_arr[idx[:, 0].numpy()] if len(idx) else np.array([], dtype=object)
     errors = graph_errors.near_misses(graph_dir, [c.split("|")[0] for c in q_cuis], top1.tolist(), hit[:, 0]) \
-        if task.get("format", "pairs") != "biosyn" and (graph_dir / "edges.parquet").exists() else None
+        if graph_ids and (graph_dir / "edges.parquet").exists() else None
     if errors is not None:
         metrics["top1_errors"] = errors.pop("summary")
     preds = pl.DataFrame({
