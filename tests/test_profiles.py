@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from bali import profiles
-from conftest import ROOT, SHARED, needs_shared
+from conftest import ROOT, SHARED
 
 # (REFERENCE row, text the row states, param, the value that states it)
 CHECKS = [
