@@ -23,8 +23,7 @@ def headline(m: dict) -> tuple[str, float, float | None]:
     if m["kind"] == "entity_linking":
         return "acc@1", m["acc@1"], None
     if m["kind"] == "hierarchy":
-        k = next(key for key in m if key.startswith("hit@") and key != "hit@1")
-        return f"parent {k}", m[k], None
+        return f"parent hit@{m['k']}", m[f"hit@{m['k']}"], None
     if m["kind"] == "ner":
         return "entity F1", m["test"]["f1"]["mean"], m["test"]["f1"]["std"]
     return m["metric"], m["test"][m["metric"]]["mean"], m["test"][m["metric"]]["std"]
