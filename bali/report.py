@@ -23,8 +23,7 @@ def headline(m: dict) -> tuple[str, float, float | None]:
     if m["kind"] == "entity_linking":
         return "acc@1", m["acc@1"], None
     if m["kind"] == "hierarchy":
-        k = next(key for key in m if key.startswith("hit@") and key != "hit@1")
-        return f"parent {k}", m[k], None
+        return f"parent hit@{m['k']}", m[f"hit@{m['k']}"], None
     if m["kind"] == "ner":
         return "entity F1", m["test"]["f1"]["mean"], m["test"]["f1"]["std"]
     return m["metric"], m["test"][m["metric"]]["mean"], m["test"][m["metric"]]["std"]
@@ -38,14 +37,20 @@ def _paired_frames(eval_dir: Path, task: str, base: str, model: str, keys: list[
     return a, b
 
 
+def paired(sa: np.ndarray, sb: np.ndarray, seed: int) -> dict:
+    """Per-item scores of the base (sa) and another model (sb) on the same items: the gain with a
+    paired-bootstrap 95 % interval, and exact McNemar on the items scored > 0.5 by one model only.
+    Scalars only: DVC's metrics (dvc exp show) keep numbers, not lists."""
+    lo, hi = paired_bootstrap(sa, sb, seed=seed)
+    ha, hb = sa > 0.5, sb > 0.5
+    return {"delta": float(sb.mean() - sa.mean()), "ci95_low": lo, "ci95_high": hi,
+            "mcnemar_p": mcnemar_exact(ha, hb), "only_base": int((ha & ~hb).sum()), "only_aligned": int((~ha & hb).sum())}
+
+
 def paired_hits(eval_dir: Path, task: str, base: str, model: str, seed: int, keys: list[str], column: str) -> dict:
     """Paired comparison of per-item hits: exact McNemar p and a bootstrap 95 % interval of the gain."""
     a, b = _paired_frames(eval_dir, task, base, model, keys)
-    ha, hb = a[column].to_numpy(), b[column].to_numpy()
-    lo, hi = paired_bootstrap(ha, hb, seed=seed)
-    # scalars only: DVC's metrics (dvc exp show) keep numbers, not lists
-    return {"delta": float(hb.mean() - ha.mean()), "ci95_low": lo, "ci95_high": hi,
-            "mcnemar_p": mcnemar_exact(ha, hb), "only_base": int((ha & ~hb).sum()), "only_aligned": int((~ha & hb).sum())}
+    return paired(a[column].to_numpy(), b[column].to_numpy(), seed)
 
 
 def paired_spearman(eval_dir: Path, task: str, file: str, base: str, model: str, seed: int, n: int = 1000) -> dict:
@@ -67,11 +72,7 @@ def finetune_paired(eval_dir: Path, task: str, base: str, model: str, seed: int)
             .sort("id") for m in (base, model))
     if a["id"].to_list() != b["id"].to_list():
         raise ValueError(f"{task}: {base} and {model} were evaluated on different questions")
-    ca, cb = a["correct"].to_numpy(), b["correct"].to_numpy()
-    lo, hi = paired_bootstrap(ca, cb, seed=seed)
-    ha, hb = ca > 0.5, cb > 0.5
-    return {"delta": float(cb.mean() - ca.mean()), "ci95_low": lo, "ci95_high": hi, "mcnemar_p": mcnemar_exact(ha, hb),
-            "only_base": int((ha & ~hb).sum()), "only_aligned": int((~ha & hb).sum()), "questions": len(ca)}
+    return {**paired(a["correct"].to_numpy(), b["correct"].to_numpy(), seed), "questions": a.height}
 
 
 def pairs_by_question(eval_dir: Path, model: str, task: str) -> bool:

@@ -44,7 +44,9 @@ def el_curve(task_dir: Path, tokenizer_dir: Path):
 
     from bali.evaluation import entity_linking as el
 
-    (q_cuis, q_texts), (d_cuis, d_texts) = (el.read_pairs(task_dir / f) for f in ("queries.txt", "dictionary.txt"))
+    # the dev half when the task has one: a curve watched while choosing settings must not see test queries
+    queries = task_dir / "dev.txt" if (task_dir / "dev.txt").exists() else task_dir / "queries.txt"
+    (q_cuis, q_texts), (d_cuis, d_texts) = (el.read_pairs(f) for f in (queries, task_dir / "dictionary.txt"))
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
 
     def evaluate(lm) -> dict:

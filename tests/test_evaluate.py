@@ -25,6 +25,8 @@ def test_top_k_matches_brute_force_in_any_chunking():
     for qc, nc in [(1000, 1000), (7, 10), (37, 3)]:
         s, i = entity_linking.top_k(q, n, 5, query_chunk=qc, name_chunk=nc)
         assert torch.equal(i, want_i) and torch.allclose(s, want_s)
+    s, i = entity_linking.top_k(q[:0], n, 5)  # an empty split ranks nothing instead of failing
+    assert s.shape == i.shape == (0, 5) and i.dtype == torch.long
 
 
 def test_hits_and_accuracy_by_hand():

@@ -146,13 +146,20 @@ def test_hierarchy_and_similarity_stage_and_report(tiny, tmp_path):
     hm = json.loads((tmp_path / "eval" / "base" / "hier" / "metrics.json").read_text())
     assert hm["links"] == 2 and hm["input_issues"]["counts"] == {"concept_without_name": 1}
     preds = pl.read_parquet(tmp_path / "eval" / "base" / "hier" / "predictions.parquet")
-    assert hm["mrr"] == pytest.approx((1 / preds["rank"]).mean()) and preds["rank"].max() <= 3
+    assert hm["mrr"] == pytest.approx((1 / preds["rank"]).mean())
     run_stage("report", tmp_path / "eval", tmp_path / "no-live", tmp_path / "rep", "-S", "report.ablations=")
     got = json.loads((tmp_path / "rep" / "compare.json").read_text())
     sim_b, sim_a = (pl.read_parquet(tmp_path / "eval" / m / "sim" / "predictions.parquet") for m in ("base", "bali"))
     want = spearmanr(sim_a["cosine"], sim_a["mean"]).statistic - spearmanr(sim_b["cosine"], sim_b["mean"]).statistic
     assert got["sim/UMNSRS_x/bali"]["paired"]["delta"] == pytest.approx(want)
-    assert got["hier/bali"]["paired"]["only_base"] + got["hier/bali"]["paired"]["only_aligned"] <= 2
+    # the hierarchy pairing recomputed from the two models' per-link predictions
+    hb, ha = (pl.read_parquet(tmp_path / "eval" / m / "hier" / "predictions.parquet").sort("child", "parent")
+              for m in ("base", "bali"))
+    column = f"hit@{hm['k']}"
+    paired = got["hier/bali"]["paired"]
+    assert paired["delta"] == pytest.approx(ha[column].mean() - hb[column].mean())
+    assert (paired["only_base"], paired["only_aligned"]) == (int((hb[column] & ~ha[column]).sum()),
+                                                             int((~hb[column] & ha[column]).sum()))
     report = (tmp_path / "rep" / "report.md").read_text()
     assert "| sim/UMNSRS_x | bali | spearman |" in report and "### Hierarchy probe in detail" in report
 

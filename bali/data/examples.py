@@ -42,7 +42,10 @@ def encode(tokenizer, texts: list[str], max_length: int) -> list:
     backend = tokenizer.backend_tokenizer
     backend.no_padding()
     backend.enable_truncation(max_length)
-    return backend.encode_batch(texts)
+    try:
+        return backend.encode_batch(texts)
+    finally:  # the tokenizer is saved with the dataset: it must not keep this call's truncation
+        backend.no_truncation()
 
 
 def list_column(rows: list[list[int]], dtype) -> pl.Series:

@@ -22,8 +22,9 @@ import torch
 PROTOCOL_KEYS = ("pooling", "lowercase", "max_length")
 
 
-def model_key(model_dir: str | Path, p: dict) -> str:
-    """Hash of every file of the model folder (weights, config, tokenizer) and the protocol."""
+def model_key(model_dir: str | Path, p: dict, device: str = "cpu") -> str:
+    """Hash of every file of the model folder (weights, config, tokenizer), the protocol and the
+    device type (a GPU embeds in bf16, the CPU in float32: not the same vectors)."""
     h = hashlib.blake2b(digest_size=16)
     for f in sorted(Path(model_dir).rglob("*")):
         if f.is_file():
@@ -31,7 +32,7 @@ def model_key(model_dir: str | Path, p: dict) -> str:
             with open(f, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 22), b""):
                     h.update(block)
-    h.update(repr([(k, p[k]) for k in PROTOCOL_KEYS]).encode())
+    h.update(repr([(k, p[k]) for k in PROTOCOL_KEYS] + [torch.device(device).type]).encode())
     return h.hexdigest()
 
 
@@ -45,7 +46,7 @@ class Encoder:
         self.model_dir, self.p, self.device = Path(model_dir), p, device
         self.model = AutoModel.from_pretrained(model_dir).to(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.cache = Path(cache_dir) / model_key(model_dir, p) if cache_dir else None
+        self.cache = Path(cache_dir) / model_key(model_dir, p, device) if cache_dir else None
         self.stats = {"texts_embedded": 0, "texts_from_cache": 0}
 
     def embed(self, texts: list[str], progress: str | None = None) -> torch.Tensor:

@@ -18,18 +18,14 @@ from tqdm import tqdm
 
 
 def read_pairs(path: str | Path) -> tuple[list[str], list[str]]:
-    """(cuis, texts) of a `CUI||text` file; malformed lines are an error with file and line."""
-    cuis, texts = [], []
-    with open(path, encoding="utf-8") as f:
-        for no, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line:
-                continue
-            cui, sep, text = line.partition("||")
-            if not sep or not cui or not text:
-                raise ValueError(f"{path}:{no}: expected CUI||text, got {line[:80]!r}")
-            cuis.append(cui)
-            texts.append(text)
+    """(cuis, texts) of a `CUI||text` file this pipeline wrote: a malformed line is an error with file
+    and line (task files from elsewhere go through `el_data`, which counts and skips them)."""
+    from bali.evaluation.el_data import Issues, read_pairs_file
+
+    issues = Issues()
+    cuis, texts, _ = read_pairs_file(Path(path), issues)
+    if "malformed_line" in issues.counts:
+        raise ValueError(f"{path}: expected CUI||text lines; {issues.examples[0]}")
     return cuis, texts
 
 
@@ -67,6 +63,8 @@ def top_k(queries: torch.Tensor, names: torch.Tensor, k: int, query_chunk: int =
     """(scores, indices) of the k highest dot products of each query row with the name rows, best
     first (the order of exact ties is unspecified). Memory: query_chunk x (name_chunk + k) scores."""
     k = min(k, len(names))
+    if not len(queries):  # an empty split ranks nothing (its figures are counted as 0 queries)
+        return torch.empty(0, k), torch.empty(0, k, dtype=torch.long)
     all_scores, all_idx = [], []
     for q0 in range(0, len(queries), query_chunk):
         q = queries[q0:q0 + query_chunk].to(device)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-CHUNK = 256  # gold concepts per shortest-path batch: memory is CHUNK x nodes distances
+DISTANCES_PER_BATCH = 1 << 25  # float64 shortest-path distances held at once (256 MB), whatever the graph size
 
 
 def near_misses(graph_dir: Path, gold: list[str], top1: list[str], hit1: np.ndarray, cap: int = 5) -> dict | None:
@@ -38,8 +38,9 @@ def near_misses(graph_dir: Path, gold: list[str], top1: list[str], hit1: np.ndar
     relation = np.full(len(g), None, dtype=object)
     distance = np.full(len(g), np.nan)
     rows = np.flatnonzero(known)
-    for c0 in range(0, len(rows), CHUNK):
-        part = rows[c0:c0 + CHUNK]
+    chunk = max(1, DISTANCES_PER_BATCH // n)  # dijkstra returns a dense (gold concepts x nodes) array
+    for c0 in range(0, len(rows), chunk):
+        part = rows[c0:c0 + chunk]
         d = dijkstra(adj, directed=False, unweighted=True, indices=g[part], limit=cap)
         distance[part] = np.minimum(d[np.arange(len(part)), t[part]], cap)
     for i in rows:

@@ -54,7 +54,7 @@ def run(encoder, task_dir: str | Path, task: dict, p: dict) -> tuple[dict, pl.Da
     metrics = {
         "protocol": f"each child's preferred name against every concept's preferred name ({len(names):,}, "
                     f"the child left out), cosine of {encoder.p['pooling']}-pooled vectors; the parent's rank",
-        "split": split, "links": len(keep), "concepts": len(names), "input_issues": issues.as_dict(),
+        "split": split, "k": k, "links": len(keep), "concepts": len(names), "input_issues": issues.as_dict(),
         "hit@1": float((ranks == 1).mean()) if len(ranks) else 0.0,
         f"hit@{k}": float((ranks <= k).mean()) if len(ranks) else 0.0,
         "mrr": float((1.0 / ranks).mean()) if len(ranks) else 0.0,
