@@ -57,6 +57,18 @@ def save_tiny_bert(d: Path, layers: int = 2, positions: int = 128) -> Path:
     return d
 
 
+def run_pretrain(dataset: Path, out: Path, processes: int, port: int, **pretrain) -> Path:
+    """The pretrain stage on `dataset` in one process, or under `torchrun --nproc_per_node 2` on
+    `port`, with `pretrain.KEY=VALUE` overrides; fails the test with the stage's stderr."""
+    sets = [f"pretrain.{k}={v}" for k, v in pretrain.items()]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)] \
+        if processes == 2 else [sys.executable]
+    cmd = [*launcher, str(ROOT / "stages" / "pretrain.py"), str(dataset), str(out), *[x for s in sets for x in ("-S", s)]]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out
+
+
 def make_dataset(d: Path) -> Path:
     """A small dataset-stage output: 300 sentences (MiniLM ids), 10 nodes with two names, a star graph."""
     import numpy as np

@@ -2,9 +2,6 @@
 and of the paper setting (5 x GATv2, MLM on with a fresh head, bf16 autocast, the speed levers on)
 on a tiny random BERT; a run stopped after a checkpoint and resumed ends where the whole run ends;
 with >= 2 GPUs, `torchrun` with NCCL trains the weights one process trains."""
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,7 +10,7 @@ from safetensors.torch import load_file
 from transformers import BertConfig, BertForMaskedLM
 
 from bali.training import train
-from conftest import ROOT, make_dataset
+from conftest import ROOT, make_dataset, run_pretrain
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -70,15 +67,9 @@ def test_torchrun_nccl_matches_one_process(setup, tmp_path):
     runs = {}
     for procs in (1, 2):
         out = tmp_path / f"model{procs}"
-        sets = [f"pretrain.{k}={v}" for k, v in dict(
-            model=tmp / "lm", batch_size=16, max_steps=3, workers=2, dropout=0.0, attention_dropout=0.0, mlm_weight=1.0,
-            fresh_mlm_head=True, layers=5, lm_lr=1e-3, other_lr=1e-3, checkpoint_dir=tmp_path / f"ckpt{procs}",
-            dvclive_dir=tmp_path / f"live{procs}").items()]
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534"] \
-            if procs == 2 else [sys.executable]
-        cmd = [*launcher, str(ROOT / "stages" / "pretrain.py"), str(ds), str(out), *[x for s in sets for x in ("-S", s)]]
-        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        assert res.returncode == 0, res.stderr[-3000:]
+        run_pretrain(ds, out, procs, 29534, model=tmp / "lm", batch_size=16, max_steps=3, workers=2, dropout=0.0,
+                     attention_dropout=0.0, mlm_weight=1.0, fresh_mlm_head=True, layers=5, lm_lr=1e-3, other_lr=1e-3,
+                     checkpoint_dir=tmp_path / f"ckpt{procs}", dvclive_dir=tmp_path / f"live{procs}")
         runs[procs] = load_file(out / "model.safetensors")
     for k in runs[1]:
         assert torch.allclose(runs[1][k].float(), runs[2][k].float(), atol=2e-3, rtol=2e-2), k
