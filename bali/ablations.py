@@ -1,8 +1,15 @@
 """Ablations as DVC experiments: each row of ablations/NAME.yaml is one `dvc exp run --temp -n ROW
 -S ...` of the pipeline, and the table is read back from `dvc exp show --json`.
 
-  python -m bali.ablations run ablations/demo.yaml     # runs the rows that are not there yet
+  python -m bali.ablations run ablations/demo.yaml     # runs the rows the current pipeline lacks
   python -m bali.ablations table ablations/demo.yaml   # -> ablations/demo.csv (the report's table)
+
+Only experiments of the current pipeline count: a row is current when its experiment's baseline
+commit has the same code, params and pipeline as HEAD (the git trees of CURRENT_PATHS, so a commit
+that only touches the README or a table keeps the rows); each row names that commit. A spec may
+list `real_tasks` (evaluate tasks on ../shared data): when their folders are all there, every row
+evaluates them too, as test data. `columns: dev` keeps a table to its dev columns (a search, where
+settings are chosen, never reads test figures).
 """
 from __future__ import annotations
 
@@ -14,74 +21,131 @@ from pathlib import Path
 
 import yaml
 
-FIELDS = ["row", "what", "overrides", "dev acc@1", "dev Δ vs base (pts)", "test acc@1", "test Δ vs base (pts) [95 % CI]",
-          "test McNemar p", "test seen acc@1", "test unseen acc@1", "held-out parent hit@10", "hit@10 Δ vs base (pts) [95 % CI]"]
-# Rows are compared on dev (where a setting is chosen) and reported on test (never used to choose).
-DEV, TEST, HIERARCHY = "demo_el_dev", "demo_el_test", "hierarchy_held_out"
+CURRENT_PATHS = ["bali", "stages", "dvc.yaml", "dvc.lock", "params.yaml", "pyproject.toml"]
+# Settings are compared on dev (entity linking's dev half, the hierarchy probe's dev links) and
+# reported on test (never used to choose).
+DEV = {"dev acc@1": ("demo_el_dev", "value"), "dev Δ vs base (pts)": ("demo_el_dev", "delta"),
+       "dev parent hit@10": ("hierarchy_dev", "value"), "dev hit@10 Δ vs base (pts)": ("hierarchy_dev", "delta")}
+TEST = {"test acc@1": ("demo_el_test", "value"), "test Δ vs base (pts) [95 % CI]": ("demo_el_test", "ci"),
+        "test McNemar p": ("demo_el_test", "p"), "held-out parent hit@10": ("hierarchy_held_out", "value"),
+        "hit@10 Δ vs base (pts) [95 % CI]": ("hierarchy_held_out", "ci"), "hit@10 McNemar p": ("hierarchy_held_out", "p")}
+REAL = {"GSC+ acc@1": ("gsc_plus", "value"), "GSC+ Δ [95 % CI]": ("gsc_plus", "ci"),
+        "GSC+ near-miss share of errors": ("gsc_plus", "near_miss"),
+        "BC5CDR-D acc@1": ("bc5cdr_disease", "value"), "BC5CDR-D Δ [95 % CI]": ("bc5cdr_disease", "ci"),
+        "UMNSRS rel ρ": ("umnsrs/UMNSRS_relatedness", "value"), "UMNSRS rel Δρ [95 % CI]": ("umnsrs/UMNSRS_relatedness", "ci"),
+        "UMNSRS sim ρ": ("umnsrs/UMNSRS_similarity", "value"), "UMNSRS sim Δρ [95 % CI]": ("umnsrs/UMNSRS_similarity", "ci")}
 
 
-def rows(spec: Path) -> list[dict]:
-    return yaml.safe_load(spec.read_text(encoding="utf-8"))["rows"]
+def spec_of(path: Path) -> dict:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def pipeline_state(commit: str) -> list[str]:
+    return [subprocess.run(["git", "rev-parse", f"{commit}:{p}"], capture_output=True, text=True).stdout.strip()
+            for p in CURRENT_PATHS]
+
+
+def exp_show() -> list[dict]:
+    return json.loads(subprocess.run(["dvc", "exp", "show", "--json", "--all-commits"], capture_output=True,
+                                     text=True, check=True).stdout)
 
 
 def experiments() -> dict[str, dict]:
-    """{experiment name: its data} from `dvc exp show --json --all-commits`; of two experiments with
-    one name, the one on the newest commit."""
-    shown = json.loads(subprocess.run(["dvc", "exp", "show", "--json", "--all-commits"], capture_output=True,
-                                      text=True, check=True).stdout)
-    found = {}
-    for rev in shown:
-        for exp in rev.get("experiments") or []:
+    """{experiment name: {"commit", "data"}} of the experiments whose baseline commit runs the
+    current pipeline; of two with one name, the first `dvc exp show` lists (the newest commit)."""
+    head, found = pipeline_state("HEAD"), {}
+    for rev in exp_show():
+        commit = rev.get("rev", "")
+        if commit == "workspace" or not rev.get("experiments") or pipeline_state(commit) != head:
+            continue
+        for exp in rev["experiments"]:
             for r in exp.get("revs", []):
                 if r.get("name") and r.get("data") and r["name"] not in found:
-                    found[r["name"]] = r["data"]
+                    found[r["name"]] = {"commit": commit[:7], "data": r["data"]}
     return found
 
 
-def run(spec: Path) -> None:
-    done = experiments()
-    for row in rows(spec):
+def task_items(spec: dict) -> list[dict] | None:
+    """The params' evaluate tasks plus the spec's real tasks (absolute paths: an experiment runs in a
+    temporary copy of the repository), or None when the spec has none or their data is missing."""
+    real = spec.get("real_tasks") or []
+    if not real:
+        return None
+    root = Path.cwd()
+    items = []
+    for t in real:
+        t = dict(t)
+        for key in ("dir", "dictionary"):
+            if key in t and t[key] != "graph":
+                t[key] = str((root / t[key]).resolve())
+        items.append(t)
+    if not all(Path(t["dir"]).exists() for t in items):
+        print("ablations: real_tasks data not found; rows evaluate the demo tasks only")
+        return None
+    params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+    return params["evaluate"]["tasks"] + items
+
+
+def flow(items: list[dict]) -> str:
+    """Tasks as one flow sequence, as `-S 'evaluate.tasks=[…]'` takes it (DVC's and the stages' own -S)."""
+    return "[" + ", ".join("{" + ", ".join(f"{k}: {v}" for k, v in t.items()) + "}" for t in items) + "]"
+
+
+def run(path: Path) -> None:
+    spec, done = spec_of(path), experiments()
+    items = task_items(spec)
+    extra = ["-S", f"evaluate.tasks={flow(items)}"] if items else []
+    for row in spec["rows"]:
         if row["name"] in done:
-            print(f"ablations: {row['name']} is already an experiment; `dvc exp remove {row['name']}` to rerun it")
+            print(f"ablations: {row['name']} already ran on this pipeline ({done[row['name']]['commit']})")
             continue
-        cmd = ["dvc", "exp", "run", "--temp", "-n", row["name"]] + [a for o in row["set"] for a in ("-S", o)]
+        cmd = ["dvc", "exp", "run", "--temp", "-n", row["name"]] + [a for o in row["set"] for a in ("-S", o)] + extra
         print("ablations:", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
 
 
-def _delta(paired: dict, interval: bool) -> str:
+def cell(compare: dict, task: str, what: str) -> str:
+    r = compare.get(f"{task}/bali", {})
+    paired = r.get("paired", {})
+    if what == "value":
+        return f"{r['value']:.3f}" if "value" in r else ""
+    if what == "near_miss":
+        share = r.get("top1 errors share_parent_child_sibling")
+        return f"{share:.3f}" if share is not None else ""
     if not paired:
         return ""
-    ci = f" [{100 * paired['ci95_low']:+.1f}, {100 * paired['ci95_high']:+.1f}]" if interval and "ci95_low" in paired else ""
+    if what == "p":
+        return f"{paired['mcnemar_p']:.2g}" if "mcnemar_p" in paired else ""
+    ci = f" [{100 * paired['ci95_low']:+.1f}, {100 * paired['ci95_high']:+.1f}]" if what == "ci" and "ci95_low" in paired else ""
     return f"{100 * paired['delta']:+.1f}{ci}"
 
 
-def figures(data: dict, model: str = "bali") -> dict:
-    compare = data["metrics"]["reports/compare.json"]["data"]
-    dev, test, hier = (compare.get(f"{t}/{model}", {}) for t in (DEV, TEST, HIERARCHY))
-    num = lambda r, k: f"{r[k]:.3f}" if k in r else ""  # noqa: E731
-    return {"dev acc@1": num(dev, "value"), "dev Δ vs base (pts)": _delta(dev.get("paired", {}), False),
-            "test acc@1": num(test, "value"), "test Δ vs base (pts) [95 % CI]": _delta(test.get("paired", {}), True),
-            "test McNemar p": f"{test['paired']['mcnemar_p']:.2g}" if "paired" in test else "",
-            "test seen acc@1": num(test, "seen acc@1"), "test unseen acc@1": num(test, "unseen acc@1"),
-            "held-out parent hit@10": num(hier, "value"), "hit@10 Δ vs base (pts) [95 % CI]": _delta(hier.get("paired", {}), True)}
+def columns(spec: dict) -> dict:
+    if spec.get("columns") == "dev":
+        return DEV
+    return {**DEV, **TEST, **(REAL if spec.get("real_tasks") else {})}
 
 
-def table(spec: Path, out: Path) -> None:
-    found = experiments()
-    missing = [r["name"] for r in rows(spec) if r["name"] not in found]
+def table(path: Path, out: Path) -> None:
+    spec, found = spec_of(path), experiments()
+    missing = [r["name"] for r in spec["rows"] if r["name"] not in found]
     if missing:
-        raise SystemExit(f"ablations: no experiment named {', '.join(missing)}; run `python -m bali.ablations run {spec}`")
+        raise SystemExit(f"ablations: no experiment of the current pipeline named {', '.join(missing)}; "
+                         f"run `python -m bali.ablations run {path}`")
+    cols = columns(spec)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, FIELDS)
+        w = csv.DictWriter(f, ["row", "commit", "what", "overrides", *cols])
         w.writeheader()
-        for r in rows(spec):
-            w.writerow({"row": r["name"], "what": r["what"], "overrides": " ".join(f"-S {o}" for o in r["set"]),
-                        **figures(found[r["name"]])})
+        for r in spec["rows"]:
+            exp = found[r["name"]]
+            compare = exp["data"]["metrics"]["reports/compare.json"]["data"]
+            w.writerow({"row": r["name"], "commit": exp["commit"], "what": r["what"],
+                        "overrides": " ".join(f"-S {o}" for o in r["set"]),
+                        **{c: cell(compare, *where) for c, where in cols.items()}})
     tmp.replace(out)
-    print(f"ablations: {len(rows(spec))} rows -> {out}")
+    print(f"ablations: {len(spec['rows'])} rows -> {out}")
 
 
 def main(argv=None):

@@ -283,13 +283,25 @@ def hold_out_isa(terms: list[Term], n: int, seed: int) -> tuple[list[tuple[str, 
     return sorted(held), sorted(seen)
 
 
-def write_hierarchy_task(terms: list[Term], out_dir: Path, held_out: list, seen: list) -> dict:
+def split_links(links: list, n_dev: int, seed: int) -> tuple[list, list]:
+    """(dev, test): `n_dev` of the held-out links drawn with the seed to choose settings on, the rest
+    to report; both sorted."""
+    import random
+
+    order = sorted(links)
+    random.Random(seed).shuffle(order)
+    return sorted(order[:n_dev]), sorted(order[n_dev:])
+
+
+def write_hierarchy_task(terms: list[Term], out_dir: Path, held_out: list, seen: list, held_out_dev: list = ()) -> dict:
     """The hierarchy probe: `names.txt` (CUI||preferred name of every concept, what is ranked),
-    `held_out.txt` and `seen.txt` (CHILD_CUI||PARENT_CUI: links kept out of / left in the graph)."""
+    `held_out.txt` and `seen.txt` (CHILD_CUI||PARENT_CUI: links kept out of / left in the graph) and
+    `held_out_dev.txt` (more links kept out of the graph, for choosing settings; held_out.txt reports)."""
     live = [t for t in sorted(terms, key=lambda t: t.id) if not t.obsolete]
     _, _, preferred = _concept_names(live, assign_cuis(live))
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("names.txt", sorted(preferred.items())), ("held_out.txt", held_out), ("seen.txt", seen)):
+    for name, rows in (("names.txt", sorted(preferred.items())), ("held_out.txt", held_out), ("seen.txt", seen),
+                       ("held_out_dev.txt", held_out_dev)):
         (out_dir / name).write_text("".join(f"{a}||{b}\n" for a, b in rows), encoding="utf-8", newline="\n")
     return {"hierarchy_concepts": len(preferred), "hierarchy_held_out_links": len(held_out),
-            "hierarchy_seen_links": len(seen)}
+            "hierarchy_held_out_dev_links": len(held_out_dev), "hierarchy_seen_links": len(seen)}

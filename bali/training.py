@@ -29,7 +29,7 @@ from bali.data.batches import TrainingData, loader
 from bali.modeling.model import BaliModel
 
 CHECKPOINT = "checkpoint.pt"
-LOSSES = ("loss", "mlm", "contrastive", "name", "synonym")
+LOSSES = ("loss", "mlm", "contrastive", "name", "synonym", "link")
 # Where and how fast a run goes, and what it logs, not what it trains: a checkpoint made with other
 # values of these is resumed.
 NOT_IN_RUN_KEY = ("workers", "checkpoint_every", "checkpoint_dir", "dvclive_dir", "eval_every", "eval_task",
@@ -67,7 +67,7 @@ def make_loader(data: TrainingData, p: dict, device: torch.device, rank: int = 0
     return loader(data, p["batch_size"], p["base"]["seed"], p["workers"], rank, world_size,
                   pin_memory=device.type == "cuda" and p["pin_memory"], neighbors=p["neighbors"],
                   mlm_probability=p["mlm_probability"], linear_graph=p["graph_encoder"] == "linear",
-                  synonyms=p["synonym_weight"] > 0)
+                  synonyms=p["synonym_weight"] > 0, links=p["link_weight"] > 0)
 
 
 def build_model(p: dict, lm_path: str, verbose: bool = False) -> BaliModel:
@@ -76,7 +76,8 @@ def build_model(p: dict, lm_path: str, verbose: bool = False) -> BaliModel:
                      zero_init=p["zero_init"], fresh_mlm_head=p["fresh_mlm_head"], loss=p["loss"],
                      temperature=p["temperature"], mlm_weight=p["mlm_weight"], contrastive_weight=p["contrastive_weight"],
                      name_weight=p["name_weight"], name_negatives=p["name_negatives"],
-                     synonym_weight=p["synonym_weight"], gather_negatives=p["gather_negatives"], verbose=verbose)
+                     synonym_weight=p["synonym_weight"], link_weight=p["link_weight"],
+                     link_anchor=p["link_anchor"], gather_negatives=p["gather_negatives"], verbose=verbose)
 
 
 def optimizer(model: BaliModel, p: dict, fused: bool = False) -> torch.optim.Optimizer:

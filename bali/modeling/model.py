@@ -10,7 +10,11 @@ Loss terms (each with its weight): MLM; `contrastive` mention <-> graph vector (
 `name` mention <-> the target's sampled name, with the other targets' names (or, `name_negatives:
 subgraph`, every name of the stars: the sampled neighbours become hard negatives); `synonym` graph
 vector <-> a second name of the target, encoded alone, which trains the name space that zero-shot
-entity linking ranks in. The checkpoint's own MLM head is used when it
+entity linking ranks in; `link` (link prediction, as DRAGON's node-level objective) for each sampled
+neighbour n of a target t, the vector of t's star without n (`link_anchor: graph`) or t's own name
+vector (`name`: the graph without the encoder) <-> n's name, against the batch's other node names
+(t and its graph neighbours excluded): the LM learns that linked concepts are near, which the
+mention terms never ask. The checkpoint's own MLM head is used when it
 has one; `fresh_mlm_head` re-initialises it (the published code always used a fresh one).
 Every loss is computed in float32 (bf16 autocast covers the LM and the graph encoder only).
 """
@@ -23,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bali.modeling.graph_encoders import GraphEncoder
-from bali.modeling.losses import multi_similarity, nt_xent
+from bali.modeling.losses import link_nt_xent, multi_similarity, nt_xent
 
 
 def world_size() -> int:
@@ -113,8 +117,8 @@ class BaliModel(nn.Module):
                  dropout: float = 0.1, attention_dropout: float = 0.1, residual: bool = False, zero_init: bool = False,
                  fresh_mlm_head: bool = False, loss: str = "nt_xent", temperature: float = 0.07,
                  mlm_weight: float = 1.0, contrastive_weight: float = 1.0, name_weight: float = 0.0,
-                 name_negatives: str = "targets", synonym_weight: float = 0.0, gather_negatives: bool = True,
-                 verbose: bool = False):
+                 name_negatives: str = "targets", synonym_weight: float = 0.0, link_weight: float = 0.0,
+                 link_anchor: str = "graph", gather_negatives: bool = True, verbose: bool = False):
         super().__init__()
         self.mlm_model, self.head_was_missing = load_masked_lm(lm_path)
         prefix = self.mlm_model.base_model_prefix
@@ -137,9 +141,12 @@ class BaliModel(nn.Module):
                                                                  attention_dropout, residual, zero_init)
         self.loss_kind, self.temperature, self.gather = loss, temperature, gather_negatives
         self.weights = {"mlm": mlm_weight, "contrastive": contrastive_weight, "name": name_weight,
-                        "synonym": synonym_weight}
-        if synonym_weight and self.linear_graph:
-            raise ValueError("the synonym term needs a graph encoder (gatv2 or sage), not the linear graph")
+                        "synonym": synonym_weight, "link": link_weight}
+        if (synonym_weight or link_weight) and self.linear_graph:
+            raise ValueError("the synonym and link terms need a graph encoder (gatv2 or sage), not the linear graph")
+        if link_anchor not in ("graph", "name"):
+            raise ValueError(f"link_anchor must be graph or name, not {link_anchor!r}")
+        self.link_anchor = link_anchor
         if name_negatives not in ("targets", "subgraph"):
             raise ValueError(f"name_negatives must be targets or subgraph, not {name_negatives!r}")
         self.name_negatives = name_negatives
@@ -181,6 +188,14 @@ class BaliModel(nn.Module):
                 out = h.new_zeros(batch.get("name_rows", len(batch["graph_nodes"])), h.shape[-1])
             out = out.index_copy(0, chunk["nodes"], h)
         return out
+
+    def link_loss(self, batch: dict, nodes: torch.Tensor) -> torch.Tensor:
+        """Each rank's own pairs and negatives (not gathered under DDP: a rank's mean, then DDP's)."""
+        if self.link_anchor == "graph":
+            anchors = self.graph(nodes[batch["link_star_nodes"]], batch["link_edge_index"], batch["link_centers"])
+        else:
+            anchors = nodes[batch["link_anchor"]]
+        return link_nt_xent(anchors, nodes, batch["link_positive"], batch["link_negative"], self.temperature)
 
     def forward(self, batch: dict) -> dict:
         use_mlm = self.weights["mlm"] > 0
@@ -224,5 +239,7 @@ class BaliModel(nn.Module):
         # graph vector <-> another name of the same concept, encoded alone (GEBERT's node-name alignment)
         losses["synonym"] = self.align_loss(graph, vectors[batch["target_synonym_index"]], labels) \
             if self.weights["synonym"] > 0 else hidden.new_zeros((), dtype=torch.float32)
+        losses["link"] = self.link_loss(batch, nodes) if self.weights["link"] > 0 \
+            else hidden.new_zeros((), dtype=torch.float32)
         losses["loss"] = sum(self.weights[k] * losses[k] for k in self.weights)
         return losses

@@ -1,0 +1,62 @@
+"""The ablation table: only experiments of the current pipeline count (a docs-only commit keeps
+them, a params change does not), each row names its commit, real tasks travel as absolute paths."""
+import csv
+import subprocess
+
+import pytest
+import yaml
+
+from bali import ablations
+
+
+def commit(repo, files: dict, message: str) -> str:
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], cwd=repo, check=True)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def data(acc, delta):
+    compare = {"demo_el_dev/bali": {"value": acc, "paired": {"delta": delta, "ci95_low": delta - 0.01,
+                                                            "ci95_high": delta + 0.01, "mcnemar_p": 0.01}},
+               "hierarchy_dev/bali": {"value": 0.5}}
+    return {"metrics": {"reports/compare.json": {"data": compare}}}
+
+
+def test_rows_of_the_current_pipeline_only(tmp_path, monkeypatch):
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    old = commit(tmp_path, {"bali/m.py": "x = 1\n", "stages/s.py": "", "dvc.yaml": "", "dvc.lock": "",
+                            "params.yaml": "a: 1\n", "pyproject.toml": ""}, "pipeline")
+    current = commit(tmp_path, {"params.yaml": "a: 2\n"}, "params")
+    commit(tmp_path, {"README.md": "figures\n", "ablations/x.csv": ""}, "docs only")
+    shown = [{"rev": "workspace"},
+             {"rev": current, "experiments": [{"revs": [{"name": "kept", "data": data(0.51, 0.021)}]}]},
+             {"rev": old, "experiments": [{"revs": [{"name": "stale", "data": data(0.4, 0.0)}]},
+                                          {"revs": [{"name": "kept", "data": data(0.1, 0.0)}]}]}]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ablations, "exp_show", lambda: shown)
+    found = ablations.experiments()
+    assert set(found) == {"kept"} and found["kept"]["commit"] == current[:7]
+    spec = tmp_path / "ablations" / "s.yaml"
+    spec.write_text(yaml.safe_dump({"columns": "dev", "rows": [{"name": "kept", "what": "w", "set": ["pretrain.x=1"]}]}))
+    ablations.table(spec, spec.with_suffix(".csv"))
+    row, = csv.DictReader(spec.with_suffix(".csv").open())
+    assert row["commit"] == current[:7] and row["dev acc@1"] == "0.510" and row["dev Δ vs base (pts)"] == "+2.1"
+    assert row["dev parent hit@10"] == "0.500" and "test acc@1" not in row  # a search's table has no test column
+    spec.write_text(yaml.safe_dump({"rows": [{"name": "stale", "what": "w", "set": []}]}))
+    with pytest.raises(SystemExit, match="current pipeline named stale"):
+        ablations.table(spec, spec.with_suffix(".csv"))
+
+
+def test_real_tasks_absolute_or_skipped(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"evaluate": {"tasks": [{"name": "d", "kind": "hierarchy", "dir": "x"}]}}))
+    (tmp_path / "shared" / "g").mkdir(parents=True)
+    spec = {"real_tasks": [{"name": "g", "kind": "entity_linking", "dir": "shared/g", "dictionary": "graph"}]}
+    items = ablations.task_items(spec)
+    assert items[0]["dir"] == "x" and items[1] == {"name": "g", "kind": "entity_linking",
+                                                   "dir": str(tmp_path / "shared" / "g"), "dictionary": "graph"}
+    assert ablations.flow(items[:1]) == "[{dir: x, kind: hierarchy, name: d}]"
+    assert ablations.task_items({"real_tasks": [{"name": "m", "kind": "similarity", "dir": "missing"}]}) is None
