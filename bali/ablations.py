@@ -9,7 +9,9 @@ commit has the same code, params and pipeline as HEAD (the git trees of CURRENT_
 that only touches the README or a table keeps the rows); each row names that commit. A spec may
 list `real_tasks` (evaluate tasks on ../shared data): when their folders are all there, every row
 evaluates them too, as test data. `columns: dev` keeps a table to its dev columns (a search, where
-settings are chosen, never reads test figures).
+settings are chosen, never reads test figures). `reference: ROW` adds paired comparisons of every
+row with that one (McNemar and bootstrap over the same items, as the report pairs a model with the
+base), from each experiment's own predictions in the DVC cache.
 """
 from __future__ import annotations
 
@@ -17,9 +19,13 @@ import argparse
 import csv
 import json
 import subprocess
+import tempfile
 from pathlib import Path
 
+import polars as pl
 import yaml
+
+from bali.report import paired_hits, paired_spearman
 
 CURRENT_PATHS = ["bali", "stages", "dvc.yaml", "dvc.lock", "params.yaml", "pyproject.toml"]
 # Settings are compared on dev (entity linking's dev half, the hierarchy probe's dev links) and
@@ -59,9 +65,11 @@ def experiments() -> dict[str, dict]:
         if commit == "workspace" or not rev.get("experiments") or pipeline_state(commit) != head:
             continue
         for exp in rev["experiments"]:
+            if exp.get("executor"):  # running, queued or failed: no figures of its own yet
+                continue
             for r in exp.get("revs", []):
                 if r.get("name") and r.get("data") and r["name"] not in found:
-                    found[r["name"]] = {"commit": commit[:7], "data": r["data"]}
+                    found[r["name"]] = {"commit": commit[:7], "data": r["data"], "rev": r.get("rev", "")}
     return found
 
 
@@ -120,30 +128,92 @@ def cell(compare: dict, task: str, what: str) -> str:
     return f"{100 * paired['delta']:+.1f}{ci}"
 
 
+# Paired with the reference row: (task, what) with what = hits:COLUMN or spearman:FILE.
+VERSUS_DEV = {"dev acc@1 Δ vs REF (pts) [95 % CI], p": ("demo_el_dev", "hits:hit@1"),
+              "dev hit@10 Δ vs REF (pts) [95 % CI], p": ("hierarchy_dev", "hits:hit@10")}
+VERSUS_TEST = {"test acc@1 Δ vs REF (pts) [95 % CI], p": ("demo_el_test", "hits:hit@1"),
+               "held-out hit@10 Δ vs REF (pts) [95 % CI], p": ("hierarchy_held_out", "hits:hit@10")}
+VERSUS_REAL = {"GSC+ acc@1 Δ vs REF (pts) [95 % CI], p": ("gsc_plus", "hits:hit@1"),
+               "BC5CDR-D acc@1 Δ vs REF (pts) [95 % CI], p": ("bc5cdr_disease", "hits:hit@1"),
+               "UMNSRS rel Δρ vs REF [95 % CI]": ("umnsrs", "spearman:UMNSRS_relatedness"),
+               "UMNSRS sim Δρ vs REF [95 % CI]": ("umnsrs", "spearman:UMNSRS_similarity")}
+
+
+def predictions(exp_rev: str) -> dict[str, Path]:
+    """{task: the aligned model's predictions.parquet in the DVC cache} of one experiment, read from
+    its commit's dvc.lock."""
+    lock = yaml.safe_load(subprocess.run(["git", "show", f"{exp_rev}:dvc.lock"], capture_output=True, text=True,
+                                         check=True).stdout)
+    cache = Path(subprocess.run(["dvc", "cache", "dir"], capture_output=True, text=True, check=True).stdout.strip())
+    found = {}
+    for stage in lock["stages"].values():
+        for out in stage.get("outs", []):
+            path = out["path"]
+            if path.startswith("data/eval/bali/") and path.endswith("/predictions.parquet"):
+                found[path.split("/")[3]] = cache / "files" / "md5" / out["md5"][:2] / out["md5"][2:]
+    return found
+
+
+def versus(spec: dict, found: dict, cols: dict, seed: int) -> dict[str, dict]:
+    """{row: {column: paired figure of the row against the reference row}}."""
+    ref = spec["reference"]
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in spec["rows"]:  # eval_dir/ROW/TASK/predictions.parquet, as the report's pairing reads
+            for task, path in predictions(found[r["name"]]["rev"]).items():
+                (Path(tmp) / r["name"] / task).mkdir(parents=True)
+                (Path(tmp) / r["name"] / task / "predictions.parquet").symlink_to(path)
+        for r in spec["rows"]:
+            row = out[r["name"]] = {}
+            for col, (task, what) in cols.items():
+                if r["name"] == ref or not all((Path(tmp) / m / task).exists() for m in (ref, r["name"])):
+                    continue
+                kind, arg = what.split(":")
+                if kind == "spearman":
+                    p = paired_spearman(Path(tmp), task, arg, ref, r["name"], seed)
+                    row[col] = f"{p['delta']:+.3f} [{p['ci95_low']:+.3f}, {p['ci95_high']:+.3f}]"
+                    continue
+                schema = pl.read_parquet_schema(Path(tmp) / ref / task / "predictions.parquet")
+                keys = ["qid"] if "qid" in schema else ["child", "parent"] if "child" in schema else ["cui", "query"]
+                p = paired_hits(Path(tmp), task, ref, r["name"], seed, keys, arg)
+                row[col] = (f"{100 * p['delta']:+.1f} [{100 * p['ci95_low']:+.1f}, {100 * p['ci95_high']:+.1f}], "
+                            f"p {p['mcnemar_p']:.2g}")
+    return out
+
+
+def versus_columns(spec: dict) -> dict:
+    if not spec.get("reference"):
+        return {}
+    cols = VERSUS_DEV if spec.get("columns") == "dev" else {**VERSUS_DEV, **VERSUS_TEST,
+                                                            **(VERSUS_REAL if spec.get("real_tasks") else {})}
+    return {c.replace("REF", spec["reference"]): where for c, where in cols.items()}
+
+
 def columns(spec: dict) -> dict:
     if spec.get("columns") == "dev":
         return DEV
     return {**DEV, **TEST, **(REAL if spec.get("real_tasks") else {})}
 
 
-def table(path: Path, out: Path) -> None:
+def table(path: Path, out: Path, seed: int = 29) -> None:
     spec, found = spec_of(path), experiments()
     missing = [r["name"] for r in spec["rows"] if r["name"] not in found]
     if missing:
         raise SystemExit(f"ablations: no experiment of the current pipeline named {', '.join(missing)}; "
                          f"run `python -m bali.ablations run {path}`")
-    cols = columns(spec)
+    cols, vs_cols = columns(spec), versus_columns(spec)
+    vs = versus(spec, found, vs_cols, seed) if vs_cols else {}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, ["row", "commit", "what", "overrides", *cols])
+        w = csv.DictWriter(f, ["row", "commit", "what", "overrides", *cols, *vs_cols])
         w.writeheader()
         for r in spec["rows"]:
             exp = found[r["name"]]
             compare = exp["data"]["metrics"]["reports/compare.json"]["data"]
             w.writerow({"row": r["name"], "commit": exp["commit"], "what": r["what"],
                         "overrides": " ".join(f"-S {o}" for o in r["set"]),
-                        **{c: cell(compare, *where) for c, where in cols.items()}})
+                        **{c: cell(compare, *where) for c, where in cols.items()}, **vs.get(r["name"], {})})
     tmp.replace(out)
     print(f"ablations: {len(spec['rows'])} rows -> {out}")
 
@@ -156,7 +226,8 @@ def main(argv=None):
     if args.action == "run":
         run(args.spec)
     else:
-        table(args.spec, args.spec.with_suffix(".csv"))
+        seed = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))["base"]["seed"]
+        table(args.spec, args.spec.with_suffix(".csv"), seed)
 
 
 if __name__ == "__main__":

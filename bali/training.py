@@ -77,7 +77,7 @@ def build_model(p: dict, lm_path: str, verbose: bool = False) -> BaliModel:
                      temperature=p["temperature"], mlm_weight=p["mlm_weight"], contrastive_weight=p["contrastive_weight"],
                      name_weight=p["name_weight"], name_negatives=p["name_negatives"],
                      synonym_weight=p["synonym_weight"], link_weight=p["link_weight"],
-                     link_anchor=p["link_anchor"], gather_negatives=p["gather_negatives"], verbose=verbose)
+                     link_anchor=p["link_anchor"], link_temperature=p["link_temperature"], gather_negatives=p["gather_negatives"], verbose=verbose)
 
 
 def optimizer(model: BaliModel, p: dict, fused: bool = False) -> torch.optim.Optimizer:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bali import params  # noqa: E402
@@ -37,23 +38,34 @@ def model_card(p: dict, dataset_dir: Path, metrics: dict) -> str:
             f"```json\n{json.dumps(metrics, indent=2, sort_keys=True)}\n```\n\nLoad: `AutoModel.from_pretrained(path)`.\n")
 
 
-def el_curve(task_dir: Path, tokenizer_dir: Path):
-    """acc@1 / acc@5 of the LM on an entity-linking task (the evaluate stage's default protocol),
-    for the curve of linking quality against training steps."""
+def dev_curves(el_dir: Path, hierarchy_dir: Path | None, tokenizer_dir: Path):
+    """acc@1 / acc@5 of the LM on an entity-linking task and, with a hierarchy task, parent hit@10 of
+    its dev links (the evaluate stage's default protocols), for curves against training steps."""
     from transformers import AutoTokenizer
 
     from bali.evaluation import entity_linking as el
+    from bali.evaluation.hierarchy import parent_ranks
 
-    # the dev half when the task has one: a curve watched while choosing settings must not see test queries
-    queries = task_dir / "dev.txt" if (task_dir / "dev.txt").exists() else task_dir / "queries.txt"
-    (q_cuis, q_texts), (d_cuis, d_texts) = (el.read_pairs(f) for f in (queries, task_dir / "dictionary.txt"))
+    # dev halves only: a curve watched while choosing settings must not see test items
+    queries = el_dir / "dev.txt" if (el_dir / "dev.txt").exists() else el_dir / "queries.txt"
+    (q_cuis, q_texts), (d_cuis, d_texts) = (el.read_pairs(f) for f in (queries, el_dir / "dictionary.txt"))
+    if hierarchy_dir is not None:
+        h_cuis, h_names = el.read_pairs(hierarchy_dir / "names.txt")
+        row = {c: i for i, c in enumerate(h_cuis)}
+        links = [(row[c], row[p]) for c, p in zip(*el.read_pairs(hierarchy_dir / "held_out_dev.txt"))
+                 if c in row and p in row]
+        child, parent = (np.array(x, dtype=np.int64) for x in zip(*links))
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
 
     def evaluate(lm) -> dict:
         device = str(next(lm.parameters()).device)
         names, queries = (el.embed(lm, tok, texts, device=device) for texts in (d_texts, q_texts))
         hit = el.hits(q_cuis, d_cuis, el.top_k(queries, names, 5, device=device)[1])
-        return {f"el/{k}": v for k, v in el.accuracy_at(hit, (1, 5)).items()}
+        figures = {f"el/{k}": v for k, v in el.accuracy_at(hit, (1, 5)).items()}
+        if hierarchy_dir is not None:
+            ranks = parent_ranks(el.embed(lm, tok, h_names, device=device).cpu(), child, parent)
+            figures["hierarchy/hit@10"] = float((ranks <= 10).mean())
+        return figures
 
     return evaluate
 
@@ -72,7 +84,8 @@ def main(argv=None):
         from dvclive import Live
         # dvcyaml=None: dvc.yaml declares the plots itself; dvclive must not rewrite it.
         live = Live(p["dvclive_dir"], resume=(run_dir / "checkpoint.pt").exists(), save_dvc_exp=False, dvcyaml=None)
-    evaluate = el_curve(Path(p["eval_task"]), dataset_dir / "tokenizer") if p["eval_every"] and rank == 0 else None
+    evaluate = dev_curves(Path(p["eval_task"]), Path(p["eval_hierarchy"]) if p["eval_hierarchy"] else None,
+                          dataset_dir / "tokenizer") if p["eval_every"] and rank == 0 else None
     model = train(dataset_dir, run_dir, p, resolve_tokenizer_path(p["model"]), rank, world, live=live, evaluate=evaluate)
     if rank == 0:
         from safetensors.torch import save_file

@@ -30,11 +30,11 @@ def main(argv=None):
         (tmp / "figures").mkdir()
         figures = {"comparison": "figures/comparison.png"}
         report.plot_comparison(rows, tmp / figures["comparison"])
-        if report.plot_curves(live_dir, ["train/contrastive", "train/name", "train/synonym", "train/mlm"],
+        if report.plot_curves(live_dir, ["train/contrastive", "train/name", "train/synonym", "train/link", "train/mlm"],
                               tmp / "figures" / "losses.png", "pre-training losses (moving mean of 10 steps)", smooth=10):
             figures["losses"] = "figures/losses.png"
-        if report.plot_curves(live_dir, ["el/acc@1", "el/acc@5"], tmp / "figures" / "el_curve.png",
-                              "entity linking of the LM during pre-training"):
+        if report.plot_curves(live_dir, ["el/acc@1", "el/acc@5", "hierarchy/hit@10"], tmp / "figures" / "el_curve.png",
+                              "the LM on dev during pre-training: entity linking, parent hit@10"):
             figures["el_curve"] = "figures/el_curve.png"
         (tmp / "report.md").write_text(report.render(rows, figures, ablations, p["base_model"]), encoding="utf-8")
         write_json(tmp / "compare.json", {f"{r['task']}/{r['model']}": {k: v for k, v in r.items() if k != "protocol"}

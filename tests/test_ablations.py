@@ -60,3 +60,21 @@ def test_real_tasks_absolute_or_skipped(tmp_path, monkeypatch):
                                                    "dir": str(tmp_path / "shared" / "g"), "dictionary": "graph"}
     assert ablations.flow(items[:1]) == "[{dir: x, kind: hierarchy, name: d}]"
     assert ablations.task_items({"real_tasks": [{"name": "m", "kind": "similarity", "dir": "missing"}]}) is None
+
+
+def test_rows_paired_with_the_reference_row(tmp_path, monkeypatch):
+    import polars as pl
+
+    files = {}
+    for row, hits in (("ref", [True, False, False, False]), ("new", [True, True, True, False])):
+        files[row] = tmp_path / f"{row}.parquet"
+        pl.DataFrame({"child": ["a", "b", "c", "d"], "parent": ["p"] * 4, "hit@10": hits}).write_parquet(files[row])
+    monkeypatch.setattr(ablations, "predictions", lambda rev: {"hierarchy_dev": files[rev]})
+    spec = {"columns": "dev", "reference": "ref", "rows": [{"name": "ref"}, {"name": "new"}]}
+    cols = ablations.versus_columns(spec)
+    assert list(cols) == ["dev acc@1 Δ vs ref (pts) [95 % CI], p", "dev hit@10 Δ vs ref (pts) [95 % CI], p"]
+    got = ablations.versus(spec, {"ref": {"rev": "ref"}, "new": {"rev": "new"}}, cols, seed=0)
+    # two links only the new row places in the top 10, none the other way: +50 points, exact McNemar p = 0.5
+    assert got["ref"] == {} and got["new"]["dev hit@10 Δ vs ref (pts) [95 % CI], p"].startswith("+50.0 [")
+    assert got["new"]["dev hit@10 Δ vs ref (pts) [95 % CI], p"].endswith("p 0.5")
+    assert "dev acc@1 Δ vs ref (pts) [95 % CI], p" not in got["new"]  # no entity-linking predictions: no figure

@@ -118,7 +118,8 @@ class BaliModel(nn.Module):
                  fresh_mlm_head: bool = False, loss: str = "nt_xent", temperature: float = 0.07,
                  mlm_weight: float = 1.0, contrastive_weight: float = 1.0, name_weight: float = 0.0,
                  name_negatives: str = "targets", synonym_weight: float = 0.0, link_weight: float = 0.0,
-                 link_anchor: str = "graph", gather_negatives: bool = True, verbose: bool = False):
+                 link_anchor: str = "graph", link_temperature: float = 0.07, gather_negatives: bool = True,
+                 verbose: bool = False):
         super().__init__()
         self.mlm_model, self.head_was_missing = load_masked_lm(lm_path)
         prefix = self.mlm_model.base_model_prefix
@@ -146,7 +147,7 @@ class BaliModel(nn.Module):
             raise ValueError("the synonym and link terms need a graph encoder (gatv2 or sage), not the linear graph")
         if link_anchor not in ("graph", "name"):
             raise ValueError(f"link_anchor must be graph or name, not {link_anchor!r}")
-        self.link_anchor = link_anchor
+        self.link_anchor, self.link_temperature = link_anchor, link_temperature
         if name_negatives not in ("targets", "subgraph"):
             raise ValueError(f"name_negatives must be targets or subgraph, not {name_negatives!r}")
         self.name_negatives = name_negatives
@@ -195,7 +196,7 @@ class BaliModel(nn.Module):
             anchors = self.graph(nodes[batch["link_star_nodes"]], batch["link_edge_index"], batch["link_centers"])
         else:
             anchors = nodes[batch["link_anchor"]]
-        return link_nt_xent(anchors, nodes, batch["link_positive"], batch["link_negative"], self.temperature)
+        return link_nt_xent(anchors, nodes, batch["link_positive"], batch["link_negative"], self.link_temperature)
 
     def forward(self, batch: dict) -> dict:
         use_mlm = self.weights["mlm"] > 0
