@@ -9,9 +9,10 @@ commit has the same code, params and pipeline as HEAD (the git trees of CURRENT_
 that only touches the README or a table keeps the rows); each row names that commit. A spec may
 list `real_tasks` (evaluate tasks on ../shared data): when their folders are all there, every row
 evaluates them too, as test data. `columns: dev` keeps a table to its dev columns (a search, where
-settings are chosen, never reads test figures). `reference: ROW` adds paired comparisons of every
-row with that one (McNemar and bootstrap over the same items, as the report pairs a model with the
-base), from each experiment's own predictions in the DVC cache.
+settings are chosen, never reads test figures); `current_only: false` keeps rows of any commit (a
+search's log of what was tried, code changing along the way). `reference: ROW` adds paired
+comparisons of every row with that one (McNemar and bootstrap over the same items, as the report
+pairs a model with the base), from each experiment's own predictions in the DVC cache.
 """
 from __future__ import annotations
 
@@ -56,13 +57,14 @@ def exp_show() -> list[dict]:
                                      text=True, check=True).stdout)
 
 
-def experiments() -> dict[str, dict]:
-    """{experiment name: {"commit", "data"}} of the experiments whose baseline commit runs the
-    current pipeline; of two with one name, the first `dvc exp show` lists (the newest commit)."""
+def experiments(current_only: bool = True) -> dict[str, dict]:
+    """{experiment name: {"commit", "data", "rev"}} of the experiments whose baseline commit runs
+    the current pipeline (or of every commit: a search's log); of two with one name, the first
+    `dvc exp show` lists (the newest commit)."""
     head, found = pipeline_state("HEAD"), {}
     for rev in exp_show():
         commit = rev.get("rev", "")
-        if commit == "workspace" or not rev.get("experiments") or pipeline_state(commit) != head:
+        if commit == "workspace" or not rev.get("experiments") or (current_only and pipeline_state(commit) != head):
             continue
         for exp in rev["experiments"]:
             if exp.get("executor"):  # running, queued or failed: no figures of its own yet
@@ -100,7 +102,8 @@ def flow(items: list[dict]) -> str:
 
 
 def run(path: Path) -> None:
-    spec, done = spec_of(path), experiments()
+    spec = spec_of(path)
+    done = experiments(spec.get("current_only", True))
     items = task_items(spec)
     extra = ["-S", f"evaluate.tasks={flow(items)}"] if items else []
     for row in spec["rows"]:
@@ -196,7 +199,8 @@ def columns(spec: dict) -> dict:
 
 
 def table(path: Path, out: Path, seed: int = 29) -> None:
-    spec, found = spec_of(path), experiments()
+    spec = spec_of(path)
+    found = experiments(spec.get("current_only", True))
     missing = [r["name"] for r in spec["rows"] if r["name"] not in found]
     if missing:
         raise SystemExit(f"ablations: no experiment of the current pipeline named {', '.join(missing)}; "

@@ -39,6 +39,8 @@ def test_rows_of_the_current_pipeline_only(tmp_path, monkeypatch):
     monkeypatch.setattr(ablations, "exp_show", lambda: shown)
     found = ablations.experiments()
     assert set(found) == {"kept"} and found["kept"]["commit"] == current[:7]
+    logged = ablations.experiments(current_only=False)  # a search's log: every commit, the newest of a name
+    assert {k: v["commit"] for k, v in logged.items()} == {"kept": current[:7], "stale": old[:7]}
     spec = tmp_path / "ablations" / "s.yaml"
     spec.write_text(yaml.safe_dump({"columns": "dev", "rows": [{"name": "kept", "what": "w", "set": ["pretrain.x=1"]}]}))
     ablations.table(spec, spec.with_suffix(".csv"))
