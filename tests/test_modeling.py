@@ -241,3 +241,7 @@ def test_link_term_name_anchor_by_hand_and_graph_anchor_trains_the_encoder(tiny)
     grads = dict(graph.named_parameters())
     assert grads["graph.out.0.weight"].grad.abs().sum() > 0  # the star's vector passes through the encoder
     assert grads["mlm_model.bert.encoder.layer.0.attention.self.query.weight"].grad.abs().sum() > 0
+    none = {**b, "link_star_nodes": torch.zeros(0, dtype=torch.long), "link_edge_index": torch.zeros(2, 0, dtype=torch.long),
+            "link_centers": torch.zeros(0, dtype=torch.long), "link_positive": torch.zeros(0, dtype=torch.long),
+            "link_negative": torch.zeros(0, 6, dtype=torch.bool)}
+    assert graph(none)["link"].item() == 0.0  # no target with a sampled neighbour: nothing to predict

@@ -192,6 +192,8 @@ class BaliModel(nn.Module):
 
     def link_loss(self, batch: dict, nodes: torch.Tensor) -> torch.Tensor:
         """Each rank's own pairs and negatives (not gathered under DDP: a rank's mean, then DDP's)."""
+        if not len(batch["link_positive"]):  # no target has a sampled neighbour
+            return nodes.float().sum() * 0.0
         if self.link_anchor == "graph":
             anchors = self.graph(nodes[batch["link_star_nodes"]], batch["link_edge_index"], batch["link_centers"])
         else:
