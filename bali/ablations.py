@@ -5,8 +5,8 @@
   python -m bali.ablations table ablations/demo.yaml   # -> ablations/demo.csv (the report's table)
 
 Only experiments of the current pipeline count: a row is current when its experiment's baseline
-commit has the same code, params and pipeline as HEAD (the git trees of CURRENT_PATHS, so a commit
-that only touches the README, a table or the lock keeps the rows); each row names that commit. A
+commit has the same code, params and pipeline as HEAD (no change to CURRENT_PATHS, so a commit that
+only touches the README, a table or the lock keeps the rows); each row names that commit. A
 spec may list `real_tasks` (evaluate tasks on ../shared data): when their folders are all there, every row
 evaluates them too, as test data. `columns: dev` keeps a table to its dev columns (a search, where
 settings are chosen, never reads test figures); `current_only: false` keeps rows of any commit (a
@@ -41,17 +41,18 @@ TEST = {"test acc@1": ("demo_el_test", "value"), "test Δ vs base (pts) [95 % CI
 REAL = {"GSC+ acc@1": ("gsc_plus", "value"), "GSC+ Δ [95 % CI]": ("gsc_plus", "ci"),
         "GSC+ near-miss share of errors": ("gsc_plus", "near_miss"),
         "BC5CDR-D acc@1": ("bc5cdr_disease", "value"), "BC5CDR-D Δ [95 % CI]": ("bc5cdr_disease", "ci"),
-        "UMNSRS rel ρ": ("umnsrs/UMNSRS_relatedness", "value"), "UMNSRS rel Δρ [95 % CI]": ("umnsrs/UMNSRS_relatedness", "ci"),
-        "UMNSRS sim ρ": ("umnsrs/UMNSRS_similarity", "value"), "UMNSRS sim Δρ [95 % CI]": ("umnsrs/UMNSRS_similarity", "ci")}
+        "UMNSRS rel ρ": ("umnsrs/UMNSRS_relatedness", "value"), "UMNSRS rel Δρ [95 % CI]": ("umnsrs/UMNSRS_relatedness", "rho"),
+        "UMNSRS sim ρ": ("umnsrs/UMNSRS_similarity", "value"), "UMNSRS sim Δρ [95 % CI]": ("umnsrs/UMNSRS_similarity", "rho")}
 
 
 def spec_of(path: Path) -> dict:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-def pipeline_state(commit: str) -> list[str]:
-    return [subprocess.run(["git", "rev-parse", f"{commit}:{p}"], capture_output=True, text=True).stdout.strip()
-            for p in CURRENT_PATHS]
+def same_pipeline(commit: str) -> bool:
+    """Whether `commit` has HEAD's CURRENT_PATHS (this file aside: the table's code makes no row)."""
+    return subprocess.run(["git", "diff", "--quiet", commit, "HEAD", "--", *CURRENT_PATHS, ":!bali/ablations.py"],
+                          capture_output=True).returncode == 0
 
 
 def exp_show() -> list[dict]:
@@ -63,10 +64,10 @@ def experiments(current_only: bool = True) -> dict[str, dict]:
     """{experiment name: {"commit", "data", "rev"}} of the experiments whose baseline commit runs
     the current pipeline (or of every commit: a search's log); of two with one name, the first
     `dvc exp show` lists (the newest commit)."""
-    head, found = pipeline_state("HEAD"), {}
+    found = {}
     for rev in exp_show():
         commit = rev.get("rev", "")
-        if commit == "workspace" or not rev.get("experiments") or (current_only and pipeline_state(commit) != head):
+        if commit == "workspace" or not rev.get("experiments") or (current_only and not same_pipeline(commit)):
             continue
         for exp in rev["experiments"]:
             if exp.get("executor"):  # running, queued or failed: no figures of its own yet
@@ -129,6 +130,8 @@ def cell(compare: dict, task: str, what: str) -> str:
         return ""
     if what == "p":
         return f"{paired['mcnemar_p']:.2g}" if "mcnemar_p" in paired else ""
+    if what == "rho":  # a difference of correlations, not of accuracies: no points
+        return f"{paired['delta']:+.3f} [{paired['ci95_low']:+.3f}, {paired['ci95_high']:+.3f}]"
     ci = f" [{100 * paired['ci95_low']:+.1f}, {100 * paired['ci95_high']:+.1f}]" if what == "ci" and "ci95_low" in paired else ""
     return f"{100 * paired['delta']:+.1f}{ci}"
 

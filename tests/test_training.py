@@ -116,12 +116,10 @@ def test_saved_lm_reloads(setup, tmp_path):
 
 def test_loss_falls(setup, tmp_path):
     ds, tmp, p = setup
-    from bali.data.batches import TrainingData, loader
-
     model = train(ds, tmp_path / "run", {**p, "max_steps": 30, "checkpoint_every": 100}, str(tmp / "lm")).eval()
     untrained = train(ds, tmp_path / "run0", {**p, "max_steps": 1, "lm_lr": 0.0, "other_lr": 0.0,
                                               "checkpoint_every": 100}, str(tmp / "lm")).eval()
-    dl, _ = loader(TrainingData(ds), 8, 29, synonyms=True)
+    dl, _ = make_loader(TrainingData(ds), {**p, "workers": 0}, torch.device("cpu"))
     batch = next(iter(dl))
     with torch.no_grad():
         assert model(batch)["loss"] < untrained(batch)["loss"]

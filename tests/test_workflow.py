@@ -170,7 +170,8 @@ def test_s3_remote_round_trip(project, tmp_path):
 
 def test_experiments_show_params_and_metrics(project):
     sh(project, "dvc", "exp", "run", "-n", "sage", "-S", "pretrain.graph_encoder=sage", "-S", "pretrain.neighbors=2")
-    sh(project, "dvc", "exp", "run", "-n", "linear", "-S", "pretrain.graph_encoder=linear", "-S", "pretrain.synonym_weight=0")
+    sh(project, "dvc", "exp", "run", "-n", "linear", "-S", "pretrain.graph_encoder=linear", "-S", "pretrain.synonym_weight=0",
+       "-S", "pretrain.link_weight=0")
     shown = json.loads(sh(project, "dvc", "exp", "show", "--json"))
     exps = {e["name"]: e for rev in shown for e in (rev.get("experiments") or []) for e in e.get("revs", [])}
     assert {"sage", "linear"} <= exps.keys()
