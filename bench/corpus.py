@@ -25,11 +25,10 @@ import spacy
 
 ROOT = Path(__file__).resolve().parents[1]
 NCBI = ROOT.parent / "shared" / "data" / "ncbi-disease"
-sys.path.insert(0, str(ROOT))
 
-from bali.corpus import pubtator  # noqa: E402
-from bali.corpus.build import assemble  # noqa: E402
-from bali.corpus.sentences import SentenceSplitter  # noqa: E402
+from bali.corpus import pubtator
+from bali.corpus.build import assemble
+from bali.corpus.sentences import SentenceSplitter
 
 ABBREVIATION_END = re.compile(r"(?:\bvs|\be\.g|\bi\.v|\bet al|\bDr|\bU\.S)\.$")
 
@@ -59,13 +58,13 @@ def write_inputs(docs, n, workdir: Path):
 
 
 def run_stage(inp: Path, out: Path) -> dict:
-    code = ("import json, resource, sys, time; sys.argv = sys.argv[1:]; sys.path.insert(0, %r); "
+    code = ("import json, resource, sys, time; sys.argv = sys.argv[1:]; "
             "from stages.corpus import main; t = time.perf_counter(); main(sys.argv[1:]); "
             "print(json.dumps({'seconds': time.perf_counter() - t, "
             "'peak_rss_gb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "
-            "'worker_peak_rss_gb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20}))" % str(ROOT))
+            "'worker_peak_rss_gb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20}))")
     res = subprocess.run([sys.executable, "-c", code, "corpus", str(inp), str(out), "-S", "corpus.processes=2",
-                          "--params", str(ROOT / "params.yaml")], check=True, capture_output=True, text=True)
+                          "--params", str(ROOT / "params.yaml")], check=True, capture_output=True, text=True, cwd=ROOT)
     fig = json.loads(res.stdout.strip().splitlines()[-1])
     stats = json.loads((out / "stats.json").read_text())
     return {**fig, "documents": stats["documents"], "sentences": stats["sentences"],

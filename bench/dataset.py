@@ -17,19 +17,17 @@ The last line is one JSON object with the figures.
 import argparse
 import itertools
 import json
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
+import torch
+import yaml
 
-from bali.data.batches import TrainingData  # noqa: E402
-from bali.data.examples import resolve_tokenizer_path  # noqa: E402
-from bali.training import build_model, forward_backward, make_loader, optimizer_step, prepare, schedule  # noqa: E402
+from bali.data.batches import TrainingData
+from bali.data.examples import resolve_tokenizer_path
+from bali.training import build_model, forward_backward, make_loader, optimizer_step, prepare, schedule
 
 
 def main():

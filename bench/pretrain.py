@@ -18,22 +18,20 @@ the step time) against the card's dense bf16 peak. The last line is one JSON obj
 import argparse
 import json
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from transformers import BertConfig, BertForMaskedLM  # noqa: E402
+import torch
+import yaml
+from transformers import BertConfig, BertForMaskedLM
 
-from bali.data.batches import TrainingData  # noqa: E402
-from bali.data.examples import resolve_tokenizer_path  # noqa: E402
-from bali.modeling.model import load_masked_lm  # noqa: E402
-from bali.training import (autocast_for, build_model, forward_backward, make_loader, optimizer_step,  # noqa: E402
+from bali.data.batches import TrainingData
+from bali.data.examples import resolve_tokenizer_path
+from bali.modeling.model import load_masked_lm
+from bali.training import (autocast_for, build_model, forward_backward, make_loader, optimizer_step,
                            prepare, schedule, to_device)
 
 # dense bf16 tensor-core peak, FLOP/s (vendor data sheets)

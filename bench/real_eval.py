@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import yaml  # noqa: E402
+import yaml
 
-from bali.ablations import flow  # noqa: E402
-from bali.report import paired_hits, paired_spearman  # noqa: E402
+from bali.ablations import flow
+from bali.report import paired_hits, paired_spearman
 
 
 def tasks(shared: Path) -> list[dict]:

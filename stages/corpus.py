@@ -10,11 +10,10 @@ metric) and params.json. Params: the `corpus` section of params.yaml.
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bali import params  # noqa: E402
-from bali.corpus.build import CorpusError, build, discover  # noqa: E402
-from bali.io import atomic_outputs, write_json  # noqa: E402
+from bali import params
+from bali.corpus.build import CorpusError, build, discover
+from bali.io import atomic_outputs, write_json
 
 
 def main(argv=None):

@@ -7,20 +7,18 @@ mention_start/end as token spans, mention_node), nodes.parquet (training node ->
 names.parquet (tokenised lower-cased names, held-out strings removed), graph.npz (CSR of the
 undirected training graph with REL/RELA codes; self loops only with dataset.self_loops), tokenizer/ (the tokenizer used), stats.json, params.json.
 """
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
+import numpy as np
+import polars as pl
 
-from bali import params  # noqa: E402
-from bali.data.examples import build_examples, contains_held_out, load_tokenizer, read_held_out  # noqa: E402
-from bali.data.subgraph import node_names, restrict  # noqa: E402
-from bali.io import atomic_outputs, write_json  # noqa: E402
-from bali.linking.dictionary import name_keys  # noqa: E402
-from bali.linking.link import shard_names  # noqa: E402
+from bali import params
+from bali.data.examples import build_examples, contains_held_out, load_tokenizer, read_held_out
+from bali.data.subgraph import node_names, restrict
+from bali.io import atomic_outputs, write_json
+from bali.linking.dictionary import name_keys
+from bali.linking.link import shard_names
 
 
 def main(argv=None):

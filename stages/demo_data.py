@@ -11,14 +11,12 @@ dictionary is every other name), OUT_DIR/hierarchy/{names,held_out,held_out_dev,
 on, and 1,000 left in), OUT_DIR/stats.json and OUT_DIR/params.json.
 HPO: https://hpo.jax.org (see the README for the licence and attribution).
 """
-import sys
 from importlib.metadata import version
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bali import demo, params  # noqa: E402
-from bali.io import atomic_outputs, write_json  # noqa: E402
+from bali import demo, params
+from bali.io import atomic_outputs, write_json
 
 
 def main(argv=None):

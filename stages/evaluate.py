@@ -14,17 +14,15 @@ NAME is one of `evaluate.tasks` (params.yaml), which gives its kind:
 Writes OUT_DIR/metrics.json (protocol, data sizes, seeds, figures), OUT_DIR/predictions.parquet
 (for error analysis and paired tests) and OUT_DIR/params.json.
 """
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import polars as pl  # noqa: E402
-import torch  # noqa: E402
+import polars as pl
+import torch
 
-from bali import params  # noqa: E402
-from bali.demo import hp_obo_path  # noqa: E402
-from bali.io import atomic_outputs, write_json  # noqa: E402
+from bali import params
+from bali.demo import hp_obo_path
+from bali.io import atomic_outputs, write_json
 
 EMBEDDING_KINDS = ("entity_linking", "hierarchy", "similarity")  # zero-shot: vectors of the model as it is
 

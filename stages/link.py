@@ -6,14 +6,12 @@ GRAPH_DIR is the umls_graph stage's output (nodes.parquet, codes.parquet), CORPU
 stage's. `link.method` picks the linker: dictionary (default), scispacy or pretagged. Writes
 OUT_DIR/mentions.parquet (a directory of shards), stats.json (a DVC metric) and params.json.
 """
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bali import params  # noqa: E402
-from bali.io import atomic_outputs, write_json  # noqa: E402
-from bali.linking.link import link  # noqa: E402
+from bali import params
+from bali.io import atomic_outputs, write_json
+from bali.linking.link import link
 
 
 def main(argv=None):

@@ -6,16 +6,14 @@ Built once and kept as its own DVC output, so `link.method=scispacy` runs reuse 
 are the `link_kb` params (scispaCy's own defaults, M=100 and efConstruction=2000, take hours on
 2 cores; the demo's build in seconds).
 """
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import polars as pl  # noqa: E402
+import polars as pl
 
-from bali import params  # noqa: E402
-from bali.io import atomic_outputs  # noqa: E402
-from bali.linking.scispacy_linker import build_index, knowledge_base  # noqa: E402
+from bali import params
+from bali.io import atomic_outputs
+from bali.linking.scispacy_linker import build_index, knowledge_base
 
 
 def main(argv=None):

@@ -14,18 +14,16 @@ throughput are logged with dvclive to dvclive/pretrain.
 """
 import json
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from bali import params  # noqa: E402
-from bali.data.examples import resolve_tokenizer_path  # noqa: E402
-from bali.io import atomic_outputs  # noqa: E402
-from bali.training import pick_device, train  # noqa: E402
+from bali import params
+from bali.data.examples import resolve_tokenizer_path
+from bali.io import atomic_outputs
+from bali.training import pick_device, train
 
 
 def model_card(p: dict, dataset_dir: Path, metrics: dict) -> str:

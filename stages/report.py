@@ -7,13 +7,11 @@ Reads EVAL_DIR/<model>/<task>/{metrics.json,predictions.parquet} (the evaluate s
 README). Writes OUT_DIR/report.md with its figures (OUT_DIR/figures/*.png), OUT_DIR/compare.json (every figure and
 paired test in the report, a DVC metric) and OUT_DIR/params.json.
 """
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bali import params, report  # noqa: E402
-from bali.io import atomic_outputs, write_json  # noqa: E402
+from bali import params, report
+from bali.io import atomic_outputs, write_json
 
 
 def main(argv=None):

@@ -9,11 +9,10 @@ params.json (the resolved params). Params: the `umls_graph` section of params.ya
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bali import graph, params  # noqa: E402
-from bali.io import atomic_outputs, write_json  # noqa: E402
-from bali.umls import MalformedInputError  # noqa: E402
+from bali import graph, params
+from bali.io import atomic_outputs, write_json
+from bali.umls import MalformedInputError
 
 
 def main(argv=None):
