@@ -5,8 +5,10 @@ results page and the README's headline table, written from committed inputs by o
   python -m bali.pages --check                            # exit 1 when a committed page is stale
 
 `--compare` first copies the demo's comparison into docs/results/demo.json (committed, small), so
-the pages are rebuilt from files in the repository: docs/results/demo.json and ablations/*.csv.
-Every table has at most MAX_COLUMNS columns: the ablation tables are split by what they measure.
+the pages are rebuilt from files in the repository: docs/results/demo.json (when there is one) and
+ablations/*.csv. The README's headline is the demo setting's row of ablations/demo.csv: the aligned
+model on the demo's test halves and on real data, each paired with the base model. Every table has
+at most MAX_COLUMNS columns: the ablation tables are split by what they measure.
 """
 from __future__ import annotations
 
@@ -164,13 +166,14 @@ def render_report(rows: list[dict], figures: dict[str, str], ablation_rows: list
 
 
 def render_results(rows: list[dict], base: str, tables: dict[str, list[dict]]) -> str:
-    """docs/results.md from the demo's comparison and the ablation CSVs."""
+    """docs/results.md from the demo's comparison (when committed) and the ablation CSVs."""
     out = ["# Results", "", "Written by `python -m bali.pages` from `docs/results/demo.json` (the demo's "
-           "`reports/compare.json`) and `ablations/*.csv`; do not edit by hand. " + INTERVALS, "",
-           "## The demo: base against aligned", "", headline(rows, base), ""]
-    out += figure("results/comparison.png", "base vs aligned", COMPARISON_PROTOCOL)
-    out += ["Dev tasks (settings are chosen here):", "", headline(rows, base, dev=True), "", "## Details", ""]
-    out += details(rows) + [""]
+           "`reports/compare.json`) and `ablations/*.csv`; do not edit by hand. " + INTERVALS, ""]
+    if rows:
+        out += ["## The demo: base against aligned", "", headline(rows, base), ""]
+        out += figure("results/comparison.png", "base vs aligned", COMPARISON_PROTOCOL)
+        out += ["Dev tasks (settings are chosen here):", "", headline(rows, base, dev=True), "", "## Details", ""]
+        out += details(rows) + [""]
     titles = {"demo": ("Ablations of the demo", "Each row is one `dvc exp run -S …` of the demo setting "
                        "(`ablations/demo.yaml`, `make ablations`), evaluated on the test halves and paired with the base "
                        "model and with the reference row over the same items."),
@@ -182,8 +185,24 @@ def render_results(rows: list[dict], base: str, tables: dict[str, list[dict]]) -
     return "\n".join(out).rstrip() + "\n"
 
 
-def readme_block(rows: list[dict], base: str) -> str:
-    return "\n".join([BEGIN, headline(rows, base), "", INTERVALS, END])
+# (task, the ablation CSV's columns: aligned value, Δ vs base [95 % CI], McNemar p)
+README_HEADLINE = [
+    ("demo entity linking, test (acc@1)", "test acc@1", "test Δ vs base (pts) [95 % CI]", "test McNemar p"),
+    ("demo hierarchy, held-out links (parent hit@10)", "held-out parent hit@10", "hit@10 Δ vs base (pts) [95 % CI]",
+     "hit@10 McNemar p"),
+    ("GSC+ entity linking (acc@1)", "GSC+ acc@1", "GSC+ Δ [95 % CI]", None),
+    ("BC5CDR-disease entity linking (acc@1)", "BC5CDR-D acc@1", "BC5CDR-D Δ [95 % CI]", None),
+    ("UMNSRS relatedness (Spearman ρ)", "UMNSRS rel ρ", "UMNSRS rel Δρ [95 % CI]", None),
+    ("UMNSRS similarity (Spearman ρ)", "UMNSRS sim ρ", "UMNSRS sim Δρ [95 % CI]", None),
+]
+
+
+def readme_block(demo_row: dict) -> str:
+    rows = [[task, demo_row[v], demo_row[d], demo_row[p] if p else ""]
+            for task, v, d, p in README_HEADLINE if demo_row.get(v)]
+    return "\n".join([BEGIN, table(["task (figure)", "aligned", "Δ vs base [95 % CI]", "McNemar p"], rows), "",
+                      "Δ in points for shares, in ρ for correlations; 95 % intervals by paired bootstrap over the "
+                      "same items. Details, ablations and the search: [docs/results.md](docs/results.md).", END])
 
 
 def load_rows(path: Path) -> list[dict]:
@@ -192,15 +211,15 @@ def load_rows(path: Path) -> list[dict]:
 
 def pages(root: Path) -> dict[Path, str]:
     """{file: its text} of the generated pages, from the committed inputs under `root`."""
-    rows = load_rows(root / DEMO_JSON)
+    rows = load_rows(root / DEMO_JSON) if (root / DEMO_JSON).exists() else []
     aligned = {r["model"] for r in rows if "paired" in r}
-    base = next(r["model"] for r in rows if r["model"] not in aligned)
+    base = next((r["model"] for r in rows if r["model"] not in aligned), "base")
     tables = {f.stem: report.read_ablations(f) for f in sorted((root / "ablations").glob("*.csv"))}
     readme = (root / README).read_text(encoding="utf-8")
     if BEGIN not in readme or END not in readme:
         raise SystemExit(f"{README}: no {BEGIN} … {END} block for the headline table")
     head, rest = readme.split(BEGIN, 1)
-    readme = head + readme_block(rows, base) + rest.split(END, 1)[1]
+    readme = head + readme_block(tables["demo"][0]) + rest.split(END, 1)[1]
     return {root / RESULTS_PAGE: render_results(rows, base, tables), root / README: readme}
 
 
@@ -222,8 +241,9 @@ def main(argv=None):
         tmp = f.with_suffix(".tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(f)
-    report.plot_comparison(load_rows(ROOT / DEMO_JSON), ROOT / FIGURE)
-    print(f"pages: {', '.join(str(f.relative_to(ROOT)) for f in written)}, {FIGURE} from {DEMO_JSON} and ablations/*.csv")
+    if (ROOT / DEMO_JSON).exists():
+        report.plot_comparison(load_rows(ROOT / DEMO_JSON), ROOT / FIGURE)
+    print(f"pages: {', '.join(str(f.relative_to(ROOT)) for f in written)} from {DEMO_JSON} and ablations/*.csv")
 
 
 if __name__ == "__main__":

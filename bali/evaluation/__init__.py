@@ -13,7 +13,6 @@ kinds (entity linking, hierarchy, similarity) rank vectors of the model as it is
 from __future__ import annotations
 
 import importlib
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,31 +25,6 @@ KINDS = {
     "pubmedqa": "bali.evaluation.pubmedqa",                # PubMedQA's official folds
     "multiple_choice": "bali.evaluation.multiple_choice",  # MedQA-USMLE, MedMCQA
 }
-
-_NOTED: set = set()
-
-
-def load_pretrained(auto_class, model_dir: str | Path, why: str, **kwargs):
-    """`auto_class.from_pretrained(model_dir)` with transformers' load-report table silenced: the
-    weights a checkpoint lacks here are expected (a sentence encoder ships no pooler; a task head
-    starts at random), so they are named once, in one line of our own, with `why`."""
-    from transformers.utils import logging
-
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity_error()
-    try:
-        model, info = auto_class.from_pretrained(model_dir, output_loading_info=True, **kwargs)
-    finally:
-        logging.set_verbosity(verbosity)
-    prefix = model.base_model_prefix + "."
-    parts = sorted({".".join(k.removeprefix(prefix).split(".")[:1]) for k in info["missing_keys"]})
-    note = (str(model_dir), type(model).__name__, tuple(parts))
-    if parts and note not in _NOTED:
-        _NOTED.add(note)
-        print(f"{model_dir}: {type(model).__name__}'s {', '.join(parts)} not in the checkpoint, initialised at "
-              f"random ({why})", file=sys.stderr)
-    return model
-
 
 @dataclass
 class Context:

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from bali.evaluation import finetune, inputs, load_pretrained
+from bali.evaluation import finetune, inputs
+from bali.hf import load_pretrained
 from bali.evaluation.metrics import hoc_f1, macro_f1, micro_f1, multilabel_micro_f1, pearson
 
 METRICS = ("micro_f1", "accuracy", "macro_f1", "pearson", "multilabel_micro_f1", "hoc_f1")
@@ -184,7 +185,7 @@ class Classifier:
                       "multi_label": "multi_label_classification", "regression": "regression"}[self.problem]
         model = load_pretrained(AutoModelForSequenceClassification, self.model_dir, finetune.HEAD_NOTE,
                                 num_labels=len(self.labels), problem_type=hf_problem,
-                                id2label=dict(enumerate(self.labels)), label2id=self.index)
+                                id2label=dict(enumerate(self.labels)), label2id=self.index)[0]
         select = (lambda m: dev_metric(self.predict(m, dev))) if self.p["select_best_on_dev"] and dev else None
         curve = finetune.train(model, train, self.collate, self.p, seed, self.device, desc=desc, dev_score=select)
         return model, curve

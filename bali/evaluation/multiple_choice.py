@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bali.evaluation import finetune, inputs, load_pretrained
+from bali.evaluation import finetune, inputs
+from bali.hf import load_pretrained
 from bali.evaluation.metrics import bootstrap_ci
 
 MEDMCQA_FIELDS = ("opa", "opb", "opc", "opd")
@@ -141,7 +142,7 @@ def run(ctx, task_dir: str | Path, task: dict, p: dict):
     scores, out_rows = {"dev": [], "test": []}, []
     for s in p["seeds"]:
         torch.manual_seed(s)
-        model = load_pretrained(AutoModelForMultipleChoice, model_dir, finetune.HEAD_NOTE)
+        model = load_pretrained(AutoModelForMultipleChoice, model_dir, finetune.HEAD_NOTE)[0]
         select = (lambda m: accuracy("dev", predict(m, "dev"))) if p["select_best_on_dev"] and enc["dev"] else None
         finetune.train(model, enc["train"], collate, p, s, device, desc=f"{task['name']} seed {s}", dev_score=select)
         if enc["dev"]:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from bali.evaluation import finetune, load_pretrained
+from bali.evaluation import finetune
+from bali.hf import load_pretrained
 from bali.evaluation.metrics import entity_prf
 
 WORD = re.compile(r"\w+|[^\w\s]")
@@ -172,7 +173,7 @@ def run(ctx, task_dir: str | Path, task: dict, p: dict) -> tuple[dict, "pl.DataF
     runs, rows = {"dev": [], "test": []}, []
     for s in p["seeds"]:
         model = load_pretrained(AutoModelForTokenClassification, ctx.model_dir, finetune.HEAD_NOTE, num_labels=len(labels),
-                                id2label=dict(enumerate(labels)), label2id=label_ids)
+                                id2label=dict(enumerate(labels)), label2id=label_ids)[0]
         finetune.train(model, enc["train"], collate, p, s, ctx.device, desc=f"NER seed {s}")
         for split in ("dev", "test"):
             pred = predict_tags(model, enc[split], labels, p["eval_batch_size"], ctx.device)
