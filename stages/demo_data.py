@@ -9,7 +9,7 @@ concepts is the query and is kept out of training, split by seed into dev and te
 dictionary is every other name), OUT_DIR/hierarchy/{names,held_out,held_out_dev,seen}.txt (the hierarchy probe:
 2,000 is_a links left out of MRREL, split by seed into 1,000 to report and 1,000 to choose settings
 on, and 1,000 left in), OUT_DIR/stats.json and OUT_DIR/params.json.
-HPO: https://hpo.jax.org (see the README for the licence and attribution).
+HPO: https://hpo.jax.org (see docs/reproducibility.md for the licence and attribution).
 """
 from importlib.metadata import version
 from pathlib import Path
