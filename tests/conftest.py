@@ -128,3 +128,10 @@ def make_dataset(d: Path) -> Path:
     (d / "stats.json").write_text('{"examples": {"train": 300, "val": 0}, "mentions_kept": 900, "graph_nodes": 10, '
                                   '"graph_edges": 12}')
     return d
+
+
+def profile_pretrain(name: str) -> dict:
+    """A profile's pretrain values (profiles/NAME.yaml), the ones that differ from params.yaml."""
+    import yaml
+
+    return yaml.safe_load((ROOT / "profiles" / f"{name}.yaml").read_text())["pretrain"]
