@@ -111,19 +111,27 @@ def _rank(rank, world, ds, lm, p, out, init):
     live = Live()
     model = train(ds, out / f"run{rank}", p, lm, rank, world, live=live if rank == 0 else None,
                   evaluate=(lambda _: {"el/acc@1": 0.0}) if rank == 0 else None)
-    torch.save({"weights": flat(model), "losses": live.logged.get("train/loss")}, out / f"rank{rank}.pt")
+    torch.save({"weights": flat(model), "losses": live.logged}, out / f"rank{rank}.pt")
     dist.destroy_process_group()
 
 
 def test_two_ddp_ranks_train_what_one_process_trains(setup, tmp_path):
     """Catches: replicas that drift apart (a missed all-reduce, `no_sync` at the step's last
-    micro-batch, ranks resuming differently), a rank without its share of the loss (other
-    per-step losses), the evaluation barrier or the validation collectives hanging or erroring,
-    and the compiled LM failing under DDP. The link term is per rank, so it is off."""
+    micro-batch, ranks resuming differently), a rank without its share of a loss term or a term
+    that sees only its own rows (other per-term training or validation losses), the evaluation
+    barrier or the validation collectives hanging or erroring, and the compiled LM failing under
+    DDP. What DDP cannot reproduce is off: the link term (per rank by design) and dropout, both
+    the graph encoder's (`dropout`, `attention_dropout`) and the LM's own (its config's): each
+    rank draws masks for its own rows, which are not the masks one process draws for the whole
+    batch, so with either on the runs agree only in distribution."""
     import torch.multiprocessing as mp
+    from transformers import AutoModelForMaskedLM
 
-    ds, lm, p = setup
+    ds, lm_with_dropout, p = setup
     p = {**p, "link_weight": 0.0, "dropout": 0.0, "attention_dropout": 0.0, "max_steps": 6}
+    lm = str(tmp_path / "lm")
+    AutoModelForMaskedLM.from_pretrained(lm_with_dropout, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+                                         ).save_pretrained(lm)
     one_live = Live()
     one = flat(train(ds, tmp_path / "one", p, lm, live=one_live))
     torch.manual_seed(p["base"]["seed"])
@@ -131,5 +139,6 @@ def test_two_ddp_ranks_train_what_one_process_trains(setup, tmp_path):
     mp.spawn(_rank, args=(2, ds, lm, p, tmp_path, f"file://{tmp_path / 'store'}"), nprocs=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert torch.equal(ranks[0]["weights"], ranks[1]["weights"])
-    assert_losses_close(ranks[0]["losses"], one_live.logged["train/loss"])
+    for name in ("train/loss", "train/contrastive", "train/name", "train/synonym", "val/loss"):
+        assert_losses_close(ranks[0]["losses"][name], one_live.logged[name])
     assert drift(one, ranks[0]["weights"], start) < DRIFT
