@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: setup demo test bench ablations exps docs clean
+.PHONY: setup demo test bench ablations exps docs clean gpu-wheels gpu-smoke
 
 setup: $(STAMP)
 
@@ -41,6 +41,22 @@ docs: setup
 
 bench: setup
 	$(PY) bench/umls_graph.py
+
+# The GPU smoke check on a bare GPU machine (Python 3.12 with a CUDA torch, transformers, torch-geometric,
+# numpy, pandas, pyarrow, safetensors, tokenizers, pytest; no network), after `make demo` here:
+# `make gpu-wheels` here fetches what such a machine lacks into gpu-wheels/ (git-ignored); copy the
+# repository with data/ and gpu-wheels/ there and run `make gpu-smoke` (no registry, no `make setup`).
+SMOKE_PY ?= python3
+SMOKE_WHEELS ?= polars==2.1.0 polars-runtime-32==2.1.0
+
+gpu-wheels:
+	python3 -m pip download --quiet --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+		--no-deps -d gpu-wheels $(SMOKE_WHEELS)
+	du -sh gpu-wheels
+
+gpu-smoke:
+	if [ -d gpu-wheels ]; then $(SMOKE_PY) -m pip install --quiet --no-index --find-links gpu-wheels $(SMOKE_WHEELS); fi
+	PYTHONPATH="$(CURDIR)" $(SMOKE_PY) bench/gpu_smoke.py
 
 clean:
 	rm -rf data dvclive .pytest_cache

@@ -87,15 +87,68 @@ def optimizer(model: BaliModel, p: dict, fused: bool = False) -> torch.optim.Opt
     return torch.optim.AdamW(groups, weight_decay=p["weight_decay"], fused=fused or None)
 
 
-def prepare(model: BaliModel, p: dict, device: torch.device) -> tuple[BaliModel, torch.optim.Optimizer]:
+def freeze_unused_head(model: BaliModel) -> list[str]:
+    """Freeze the MLM head's parameters its forward never reaches (a checkpoint with an untied
+    `cls.predictions.bias` beside the decoder's own), found by one forward of a zero row: DDP would
+    otherwise wait for their gradients and fail at the second step. A parameter without a gradient
+    is never updated by AdamW (nor decayed), so freezing it changes no weight."""
+    head = getattr(model.mlm_model, model.head_name) if model.head_name else None
+    trainable = [(n, q) for n, q in head.named_parameters() if q.requires_grad] if head is not None else []
+    if not trainable:
+        return []
+    grads = torch.autograd.grad(head(torch.zeros(1, model.mlm_model.config.hidden_size)).sum(),
+                                [q for _, q in trainable], allow_unused=True)
+    unused = [n for (n, q), g in zip(trainable, grads) if g is None]
+    for n, q in trainable:
+        if n in unused:
+            q.requires_grad_(False)
+    return unused
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has built in this process (each new shape specialisation, train / eval
+    mode or grad mode of the LM adds one; past `recompile_limit` per frame dynamo runs it eagerly)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def prepare(model: BaliModel, p: dict, device: torch.device, world_size: int = 1) -> tuple[BaliModel, torch.optim.Optimizer]:
     """The model on `device` with the speed levers that apply there, and its optimiser."""
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(p["tf32"])
     model.to(device)
     if cuda and p["compile"]:
+        if world_size > 1:
+            # DDPOptimizer would split each LM graph at DDP's bucket boundaries to overlap the
+            # all-reduce with backward; the LM runs many times per step (sentences and name chunks)
+            # and gradients are reduced once, at the step's last backward, so the split buys no
+            # overlap, only more graphs and compile time.
+            torch._dynamo.config.optimize_ddp = False
         model.lm.compile(dynamic=True)  # in place: the state dict keeps its keys
     return model, optimizer(model, p, fused=cuda and p["fused_adamw"])
+
+
+def contrastive_sentences(p: dict, world_size: int) -> int:
+    """Sentences whose vectors one contrastive loss sees (its negatives come from these): the whole
+    micro-batch with `gather_negatives` or on one process, else about one rank's share of it,
+    so without gathering the objective changes with the number of processes."""
+    return p["batch_size"] if p["gather_negatives"] or world_size == 1 else p["batch_size"] // world_size
+
+
+def gloo_side_group(world_size: int):
+    """The gloo group rank 0's evaluation barrier waits on. Across nodes gloo binds the interface
+    the hostname resolves to unless GLOO_SOCKET_IFNAME names one (torch.distributed's documented
+    setting); on hosts whose name resolves to a loopback address the barrier would hang."""
+    import torch.distributed as dist
+
+    nodes_apart = int(os.environ.get("LOCAL_WORLD_SIZE", world_size)) < world_size
+    if nodes_apart and not os.environ.get("GLOO_SOCKET_IFNAME") and dist.get_rank() == 0:
+        print("pretrain: several nodes and GLOO_SOCKET_IFNAME unset: the evaluation barrier's gloo group binds the "
+              "interface this host's name resolves to; set GLOO_SOCKET_IFNAME (e.g. eth0) if that is not the "
+              "nodes' network", file=sys.stderr)
+    return dist.new_group(backend="gloo", timeout=timedelta(hours=12))
 
 
 def autocast_for(device: torch.device):
@@ -221,7 +274,10 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
         state = None
     if state is not None:
         model.load_state_dict(state["model"])
-    model, opt = prepare(model, p, device)
+    unused = freeze_unused_head(model)
+    if unused and rank == 0:
+        print(f"pretrain: MLM head parameters the head never uses, frozen: {unused}", file=sys.stderr)
+    model, opt = prepare(model, p, device, world_size)
     model.train()
     sched = schedule(opt, total, p)
     if state is not None:
@@ -243,11 +299,15 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
             print("pretrain: no validation loss: " + ("eval_every is 0" if not p["eval_every"] else
                                                       "the dataset's val split is empty"), file=sys.stderr)
     # Rank 0's entity-linking evaluation can outlast NCCL's timeout: the others wait on a gloo barrier
-    wait = None
-    if world_size > 1 and p["eval_every"]:
-        import torch.distributed as dist
-
-        wait = dist.new_group(backend="gloo", timeout=timedelta(hours=12))
+    wait = gloo_side_group(world_size) if world_size > 1 and p["eval_every"] else None
+    negatives = contrastive_sentences(p, world_size)
+    if rank == 0:
+        if live is not None and hasattr(live, "log_param"):
+            live.log_param("contrastive_sentences_per_loss", negatives)
+        if negatives < p["batch_size"]:
+            print(f"pretrain: gather_negatives is false: each rank's contrastive loss sees its own ~{negatives} of the "
+                  f"{p['batch_size']} sentences of a micro-batch, so the objective changes with the number of "
+                  f"processes ({world_size})", file=sys.stderr)
     bar = tqdm(total=total, initial=step, desc="pretrain", unit="step", disable=None if rank == 0 else True)
 
     def log_evaluation() -> bool:
@@ -272,10 +332,16 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
     if step == 0 and log_evaluation() and live is not None and rank == 0:
         live.next_step()
     non_blocking = device.type == "cuda" and p["pin_memory"]
+    used = per_epoch * p["grad_accum"]  # micro-batches of an epoch that make whole optimiser steps
     while step < total:
         sampler.set_epoch(epoch, start=done)  # a resumed epoch starts at its next batch
         t0, seen, real, padded, losses = time.perf_counter(), 0, 0, 0, None
+        # an epoch's last len(sampler) % grad_accum micro-batches make no step: they are not run, and
+        # no gradient crosses into the next epoch (where a resume at the boundary would not have it)
+        opt.zero_grad(set_to_none=True)
         for i, batch in enumerate(dl, start=done):
+            if i >= used:
+                break
             batch = to_device(batch, device, non_blocking=non_blocking)
             boundary = (i + 1) % p["grad_accum"] == 0
             # gradients are all-reduced once per optimiser step, not once per micro-batch
@@ -300,6 +366,8 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
                 live.log_metric("lr/other", sched.get_last_lr()[1])
                 live.log_metric("examples_per_s", seen * world_size / (time.perf_counter() - t0))
                 live.log_metric("token_efficiency", real / padded)
+                if device.type == "cuda" and p["compile"]:
+                    live.log_metric("compiled_graphs", compiled_graphs())
                 live.next_step()
             if step % p["checkpoint_every"] == 0 or step == total:
                 save_checkpoint(ckpt, key, model, opt, sched, epoch, done, step, device, rank, world_size)

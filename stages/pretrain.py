@@ -23,15 +23,23 @@ import torch
 from bali import params
 from bali.data.examples import resolve_tokenizer_path
 from bali.io import atomic_outputs
-from bali.training import pick_device, train
+from bali.training import contrastive_sentences, pick_device, train
 
 
-def model_card(p: dict, dataset_dir: Path, metrics: dict) -> str:
+def model_card(p: dict, dataset_dir: Path, metrics: dict, world_size: int = 1) -> str:
     stats = json.loads((dataset_dir / "stats.json").read_text())
+    negatives = contrastive_sentences(p, world_size)
+    # the link term is never gathered (bali.modeling.model.BaliModel.link_loss)
+    per_rank_link = ("; the link term saw only each process's own pairs and negatives"
+                     if world_size > 1 and p["link_weight"] else "")
     return (f"# BALI-aligned {p['model']}\n\nBase model: `{p['model']}`. Aligned with a UMLS-derived knowledge graph by "
             f"BALI pre-training (bali pipeline, `stages/pretrain.py`).\n\n## Data\n\n"
             f"{stats['examples']['train']:,} training sentences, {stats['mentions_kept']:,} concept mentions, a graph "
             f"of {stats['graph_nodes']:,} nodes and {stats['graph_edges']:,} edges (`{dataset_dir}`).\n\n"
+            f"Trained on {world_size} process{'es' if world_size > 1 else ''}; each contrastive loss saw the vectors of "
+            f"{'' if negatives == p['batch_size'] else 'about '}{negatives} sentences of each micro-batch of "
+            f"{p['batch_size']} (`gather_negatives: {str(p['gather_negatives']).lower()}`)"
+            f"{per_rank_link}.\n\n"
             f"## Params\n\n```json\n{json.dumps(p, indent=2, sort_keys=True)}\n```\n\n## Final metrics\n\n"
             f"```json\n{json.dumps(metrics, indent=2, sort_keys=True)}\n```\n\nLoad: `AutoModel.from_pretrained(path)`.\n")
 
@@ -101,7 +109,7 @@ def main(argv=None):
                 state = {k: v.detach().contiguous().clone() for k, v in sorted(model.graph.state_dict().items())}
                 save_file(state, str(tmp / "graph_encoder.safetensors"))
             params.save_resolved(p, tmp, dataset_dir=str(dataset_dir))
-            (tmp / "README.md").write_text(model_card(p, dataset_dir, metrics))
+            (tmp / "README.md").write_text(model_card(p, dataset_dir, metrics, world))
         (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # finished: the next run starts afresh
         print(f"pretrain: {p['model']} aligned -> {args.out_dir}")
     if world > 1:

@@ -15,6 +15,29 @@ sys.path.insert(0, str(ROOT))
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not present")
 
 
+@pytest.fixture(autouse=True)
+def cpu_only(request, monkeypatch):
+    """Every test without the `gpu` marker runs on the CPU, on any machine: `device: auto` resolves
+    to the CPU in this process, and the processes a test starts (stages, torchrun, spawned ranks)
+    see no GPU. Their exact comparisons (resume, validation, output hashes) assume CPU kernels, and
+    a DDP test's rank 1 would ask for a second GPU."""
+    if request.node.get_closest_marker("gpu"):
+        return
+    import torch
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def pretrain_params(**overrides) -> dict:
+    """params.yaml's pretrain section (with `base`) for `bali.training.train`, on the CPU unless
+    `device` is overridden."""
+    import yaml
+
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    return {"base": p["base"], **p["pretrain"], "device": "cpu", **overrides}
+
+
 def conso(cui, text, lat="ENG", ts="P", stt="PF", ispref="Y", sab="MSH", code="D1", suppress="N"):
     """One MRCONSO line, 18 fields and the trailing pipe."""
     return "|".join([cui, lat, ts, "L1", stt, "S1", ispref, "A1", "", "", "", sab, "PT", code, text, "0",
@@ -105,3 +128,10 @@ def make_dataset(d: Path) -> Path:
     (d / "stats.json").write_text('{"examples": {"train": 300, "val": 0}, "mentions_kept": 900, "graph_nodes": 10, '
                                   '"graph_edges": 12}')
     return d
+
+
+def profile_pretrain(name: str) -> dict:
+    """A profile's pretrain values (profiles/NAME.yaml), the ones that differ from params.yaml."""
+    import yaml
+
+    return yaml.safe_load((ROOT / "profiles" / f"{name}.yaml").read_text())["pretrain"]

@@ -94,3 +94,31 @@ def test_a_rank_without_masked_tokens_gives_the_one_process_loss(tmp_path):
     assert torch.allclose(two["losses"], torch.stack([one[k].detach() for k in LOSSES]), rtol=1e-4, atol=1e-6)
     grad = model.mlm_model.bert.encoder.layer[0].attention.self.query.weight.grad
     assert torch.allclose(two["grad"], grad, rtol=1e-3, atol=1e-6)
+
+
+def test_untied_unused_mlm_bias_trains_under_ddp(tmp_path):
+    """A checkpoint whose MLM head has its own `predictions.bias` beside the decoder's (untied): the
+    head never uses it, so DDP would fail at the second step waiting for its gradient; it is frozen."""
+    import torch.distributed as dist
+
+    from bali.data.batches import AlignmentBatches, BucketBatchSampler, TrainingData
+    from bali.modeling.model import BaliModel
+    from bali.training import freeze_unused_head
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64, tie_word_embeddings=False)
+    BertForMaskedLM(config).save_pretrained(tmp_path / "lm")
+    data = TrainingData(make_dataset(tmp_path / "ds"))
+    batches = AlignmentBatches(data, seed=5)
+    keys = list(BucketBatchSampler(data.lengths(), 8, 5))[:2]
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        model = BaliModel(str(tmp_path / "lm"), layers=1, mlm_weight=1.0, fresh_mlm_head=True)
+        assert freeze_unused_head(model) == ["predictions.bias"]
+        wrapped = torch.nn.parallel.DistributedDataParallel(model)
+        for key in keys:
+            wrapped(batches[key])["loss"].backward()
+        assert model.mlm_model.cls.predictions.decoder.bias.grad is not None
+    finally:
+        dist.destroy_process_group()

@@ -3,17 +3,17 @@ with the same weights as an uninterrupted one, building only the batches it had 
 every tensor of a batch reaches the device; the validation loss is logged; the saved LM reloads
 with AutoModel and gives the same vectors; the loss falls."""
 import math
+import os
 import shutil
 
 import polars as pl
 import pytest
 import torch
-import yaml
 from transformers import AutoModel, BertConfig, BertForMaskedLM
 
 from bali.data.batches import AlignmentBatches, TrainingData
-from bali.training import make_loader, to_device, train
-from conftest import ROOT, make_dataset
+from bali.training import make_loader, pick_device, to_device, train
+from conftest import make_dataset, pretrain_params
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +23,8 @@ def setup(tmp_path_factory):
     config = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=32, max_position_embeddings=64)
     BertForMaskedLM(config).save_pretrained(tmp / "lm")
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params = {"base": p["base"], **p["pretrain"], "workers": 0, "batch_size": 8, "max_steps": 6, "checkpoint_every": 2,
-              "mlm_weight": 1.0, "other_lr": 1e-3, "lm_lr": 1e-3, "dropout": 0.1}
+    params = pretrain_params(workers=0, batch_size=8, max_steps=6, checkpoint_every=2, mlm_weight=1.0, other_lr=1e-3,
+                             lm_lr=1e-3, dropout=0.1)
     return make_dataset(tmp / "ds"), tmp, params
 
 
@@ -136,3 +135,26 @@ def test_evaluation_curve_points(setup, tmp_path):
     train(ds, tmp_path / "run", {**p, "max_steps": 5, "eval_every": 2, "checkpoint_every": 100}, str(tmp / "lm"),
           evaluate=evaluate)
     assert calls == [False, False, False, False]  # before step 1, after steps 2, 4 and the last (5), in eval mode
+
+
+def test_cpu_tests_never_pick_a_gpu(setup, monkeypatch):
+    """As on a GPU machine: the fixtures' params still resolve to the CPU (no CUDA call is made),
+    and a process a test starts sees no GPU."""
+    _, _, p = setup
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: pytest.fail(f"a CPU test chose {device}"))
+    assert pick_device(p) == torch.device("cpu")
+    assert os.environ.get("CUDA_VISIBLE_DEVICES") == ""
+
+
+def test_epoch_boundary_with_accumulation_resumes_exactly(setup, tmp_path):
+    """grad_accum 3 over an epoch of 38 micro-batches (12 steps and 2 left over): stopped at the
+    epoch's last step and resumed, the run ends with the uninterrupted run's weights (the left-over
+    micro-batches' gradients must not reach the next epoch's first step in either)."""
+    ds, tmp, p = setup
+    p = {**p, "grad_accum": 3, "epochs": 2, "max_steps": 14, "checkpoint_every": 6}
+    whole = train(ds, tmp_path / "a", p, str(tmp / "lm"))
+    train(ds, tmp_path / "b", p, str(tmp / "lm"), stop_after=12)
+    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert (state["step"], state["epoch"], state["batches_done"]) == (12, 0, 36)
+    assert same_weights(whole, train(ds, tmp_path / "b", p, str(tmp / "lm")))

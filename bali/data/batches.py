@@ -322,17 +322,26 @@ class AlignmentBatches(torch.utils.data.Dataset):
 
     def length_groups(self, lengths: list[int], min_efficiency: float = 0.85) -> list[np.ndarray]:
         """Indices grouped by length, shortest first: a group closes at `name_chunk` members or when
-        the next (longer) one would pad it below `min_efficiency` real tokens."""
+        the next (longer) one would pad it below `min_efficiency` real tokens. A group of one joins
+        its shorter neighbour (the first, its longer one): torch.compile specialises a batch
+        dimension of 1, so one-row chunks would each need a graph of their own."""
         order = np.argsort(lengths, kind="stable")
         groups, current, total = [], [], 0
         for i in order:
             n = lengths[i]
             if current and (len(current) >= self.chunk or total + n < min_efficiency * n * (len(current) + 1)):
-                groups.append(np.array(current))
+                groups.append(current)
                 current, total = [], 0
             current.append(i)
             total += n
-        return groups + ([np.array(current)] if current else [])
+        groups += [current] if current else []
+        merged = []
+        for g in groups:
+            if merged and (len(g) == 1 or len(merged[-1]) == 1):
+                merged[-1] = merged[-1] + g
+            else:
+                merged.append(g)
+        return [np.array(g) for g in merged]
 
     def relation(self, a: int, b: int) -> str:
         """Readable label of the edge a -> b (RELA when it has one, else REL)."""
@@ -358,11 +367,12 @@ class AlignmentBatches(torch.utils.data.Dataset):
 def loader(data: TrainingData, batch_size: int, seed: int, workers: int = 0, rank: int = 0, world_size: int = 1,
            pin_memory: bool = False, **kwargs) -> tuple[torch.utils.data.DataLoader, BucketBatchSampler]:
     """`pin_memory`: page-locked batches (every tensor, nested ones included), so the copies to a
-    GPU can be non-blocking."""
+    GPU can be non-blocking. Workers persist across epochs: not forked again, each epoch, from a
+    parent that by then holds CUDA and compiled state."""
     sampler = BucketBatchSampler(data.lengths(), batch_size, seed, rank, world_size)
     dataset = AlignmentBatches(data, seed, **kwargs)
     # Its own generator: creating an iterator must not draw from the global RNG (dropout's), or a
     # resumed run would not replay the interrupted one.
     return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=workers,
-                                       pin_memory=pin_memory,
+                                       pin_memory=pin_memory, persistent_workers=workers > 0,
                                        generator=torch.Generator().manual_seed(seed)), sampler

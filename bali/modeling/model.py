@@ -219,7 +219,9 @@ class BaliModel(nn.Module):
         n_targets = len(batch["target_nodes"])
         tokens = hidden[batch["mention_rows"], batch["mention_positions"]].float()  # pooled in float32
         sums = tokens.new_zeros(n_targets, hidden.shape[-1]).index_add(0, batch["mention_owner"], tokens)
-        counts = torch.bincount(batch["mention_owner"], minlength=n_targets).clamp(min=1).unsqueeze(1)
+        # counted with index_add, not bincount: bincount waits for the device to learn its output size
+        counts = tokens.new_zeros(n_targets).index_add(0, batch["mention_owner"], tokens.new_ones(len(tokens)))
+        counts = counts.clamp(min=1).unsqueeze(1)
         mentions = sums / counts
         labels = batch["target_nodes"]
         losses = {"mlm": mlm}
