@@ -253,7 +253,8 @@ def render(rows: list[dict], figures: dict[str, str], ablations: list[dict], bas
                         " / ".join(str(r["examples"].get(s, "")) for s in ("train", "dev", "test"))] for r in tuned])]
     out += ["", "Protocols:", ""] + sorted({f"- {r['task']}: {r['protocol']}" for r in rows})
     for title, key in (("Comparison", "comparison"), ("Pre-training losses", "losses"),
-                       ("The LM on dev during pre-training", "el_curve")):
+                       ("The LM on dev during pre-training", "el_curve"),
+                       ("The graph encoder's share of the graph vector", "encoder_share")):
         if key in figures:
             out += ["", f"## {title}", "", f"![{title}]({figures[key]})"]
     if ablations:

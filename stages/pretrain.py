@@ -26,10 +26,27 @@ from bali.io import atomic_outputs
 from bali.training import pick_device, train
 
 
+def encoder_share_note(p: dict, train: dict) -> str:
+    """The model card's sentence on how much of the graph vector the encoder made at the last step."""
+    if p["graph_encoder"] == "linear":
+        return "The graph vector is the [CLS] vector of the subgraph as text (no name vector to compare with)."
+    if p["graph_encoder"] == "identity":
+        return "No graph encoder: the graph vector is the target's own name vector (the ablation of the encoder)."
+    if "encoder_share" not in train:
+        return ""
+    return (f"Graph encoder's share at the last step: mean ||graph vector - target's name vector|| / ||name vector|| = "
+            f"{train['encoder_share']:.1%}, mean cosine between them {train['graph_name_cosine']:.3f}"
+            + (" (with `residual`, the share is the encoder's output against the name it is added to)." if p["residual"]
+               else " (no residual: the graph vector is the encoder's output alone; cosine says how far it turned away "
+                    "from the name)."))
+
+
 def model_card(p: dict, dataset_dir: Path, metrics: dict) -> str:
     stats = json.loads((dataset_dir / "stats.json").read_text())
+    share = encoder_share_note(p, metrics.get("train", {}))
     return (f"# BALI-aligned {p['model']}\n\nBase model: `{p['model']}`. Aligned with a UMLS-derived knowledge graph by "
-            f"BALI pre-training (bali pipeline, `stages/pretrain.py`).\n\n## Data\n\n"
+            f"BALI pre-training (bali pipeline, `stages/pretrain.py`).\n\n" + (f"{share}\n\n" if share else "")
+            + f"## Data\n\n"
             f"{stats['examples']['train']:,} training sentences, {stats['mentions_kept']:,} concept mentions, a graph "
             f"of {stats['graph_nodes']:,} nodes and {stats['graph_edges']:,} edges (`{dataset_dir}`).\n\n"
             f"## Params\n\n```json\n{json.dumps(p, indent=2, sort_keys=True)}\n```\n\n## Final metrics\n\n"
