@@ -6,8 +6,8 @@ own, disjoint slice of each epoch's permutation. Per batch:
 - sentences padded to the longest in the batch (the sampler groups similar lengths), MLM masking
   (15 % of real tokens; 80 % [MASK], 10 % a random token, 10 % kept; special tokens and padding never);
 - `mention_masking_prob`: with that probability per sentence, every token of every mention in it
-  becomes [MASK] (as the reference); those tokens are no MLM targets (the reference's label there
-  would be the [MASK] id itself);
+  becomes [MASK] (as the reference); those tokens are no MLM targets (nor are they in the
+  reference, whose MLM masking counts [MASK] among the special tokens it never picks);
 - its unique target concepts per sentence (all mentions of one concept in a sentence pooled);
 - per distinct target (`per_occurrence`: per target of each sentence, as the reference), up to
   `neighbors` one-hop neighbours drawn uniformly without replacement, fresh every step, with edges
