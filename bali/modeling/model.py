@@ -183,7 +183,7 @@ class BaliModel(nn.Module):
             raise ValueError(f"{type(self.mlm_model).__name__} has no output embeddings to replace with a fresh head")
         self.mlm_model.set_output_embeddings(nn.Linear(decoder.in_features, decoder.out_features,
                                                        bias=decoder.bias is not None))
-        self.mlm_model.config.tie_word_embeddings = False
+        # config.tie_word_embeddings stays as it was: the saved LM's config is the base model's
         tied = self.mlm_model.get_input_embeddings().weight
         for name, module in self.mlm_model.named_modules():
             if name and not name.startswith(prefix) and hasattr(module, "reset_parameters") \
