@@ -22,7 +22,8 @@ def data(acc, delta):
     compare = {"demo_el_dev/bali": {"value": acc, "paired": {"delta": delta, "ci95_low": delta - 0.01,
                                                             "ci95_high": delta + 0.01, "mcnemar_p": 0.01}},
                "hierarchy_dev/bali": {"value": 0.5}}
-    return {"metrics": {"reports/compare.json": {"data": compare}}}
+    live = {"train": {"loss": 1.0, "encoder_share": acc / 2, "graph_name_cosine": 1 - acc / 10}}
+    return {"metrics": {"reports/compare.json": {"data": compare}, "dvclive/pretrain/metrics.json": {"data": live}}}
 
 
 def test_rows_of_the_current_pipeline_only(tmp_path, monkeypatch):
@@ -47,6 +48,7 @@ def test_rows_of_the_current_pipeline_only(tmp_path, monkeypatch):
     row, = csv.DictReader(spec.with_suffix(".csv").open())
     assert row["commit"] == current[:7] and row["dev acc@1"] == "0.510" and row["dev Δ vs base (pts)"] == "+2.1"
     assert row["dev parent hit@10"] == "0.500" and "test acc@1" not in row  # a search's table has no test column
+    assert row["encoder share"] == "0.255" and row["graph·name cosine"] == "0.949"  # the pre-training's last step
     spec.write_text(yaml.safe_dump({"rows": [{"name": "stale", "what": "w", "set": []}]}))
     with pytest.raises(SystemExit, match="current pipeline named stale"):
         ablations.table(spec, spec.with_suffix(".csv"))
