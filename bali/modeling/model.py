@@ -134,7 +134,8 @@ def graph_name_figures(graph: torch.Tensor, names: torch.Tensor | None) -> dict:
 class BaliModel(nn.Module):
     def __init__(self, lm_path: str, graph_encoder: str = "gatv2", layers: int = 5, heads: int = 2,
                  dropout: float = 0.1, attention_dropout: float = 0.1, residual: bool = False, zero_init: bool = False,
-                 concat_heads: bool = True, gat_self_loops: bool = True, fresh_mlm_head: bool = False, loss: str = "nt_xent", temperature: float = 0.07,
+                 concat_heads: bool = True, gat_self_loops: bool = True, fresh_mlm_head: bool = False,
+                 loss: str = "nt_xent", temperature: float = 0.07,
                  mlm_weight: float = 1.0, contrastive_weight: float = 1.0, name_weight: float = 0.0,
                  name_negatives: str = "targets", synonym_weight: float = 0.0, link_weight: float = 0.0,
                  link_anchor: str = "graph", link_temperature: float = 0.07, gather_negatives: bool = True,
