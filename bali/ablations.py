@@ -202,6 +202,15 @@ def versus_columns(spec: dict) -> dict:
     return {c.replace("REF", spec["reference"]): where for c, where in cols.items()}
 
 
+# the pre-training's last step (dvclive): how much of the graph vector the encoder made
+GRAPH = {"encoder share": "encoder_share", "graph·name cosine": "graph_name_cosine"}
+
+
+def graph_cells(exp: dict) -> dict:
+    train = exp["data"]["metrics"].get("dvclive/pretrain/metrics.json", {}).get("data", {}).get("train", {})
+    return {c: f"{train[k]:.3f}" if k in train else "" for c, k in GRAPH.items()}
+
+
 def columns(spec: dict) -> dict:
     if spec.get("columns") == "dev":
         return DEV
@@ -220,13 +229,13 @@ def table(path: Path, out: Path, seed: int = 29) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, ["row", "commit", "what", "overrides", *cols, *vs_cols])
+        w = csv.DictWriter(f, ["row", "commit", "what", "overrides", *GRAPH, *cols, *vs_cols])
         w.writeheader()
         for r in spec["rows"]:
             exp = found[r["name"]]
             compare = compare_of(exp["rev"])
             w.writerow({"row": r["name"], "commit": exp["commit"], "what": r["what"],
-                        "overrides": " ".join(f"-S {o}" for o in r["set"]),
+                        "overrides": " ".join(f"-S {o}" for o in r["set"]), **graph_cells(exp),
                         **{c: cell(compare, *where) for c, where in cols.items()}, **vs.get(r["name"], {})})
     tmp.replace(out)
     print(f"ablations: {len(spec['rows'])} rows -> {out}")

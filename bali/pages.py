@@ -154,7 +154,10 @@ def render_report(rows: list[dict], figures: dict[str, str], ablation_rows: list
                 "losses": ("Pre-training losses", "dvclive's per-step training losses of the aligned model, moving mean "
                                                   "of 10 steps."),
                 "el_curve": ("The LM on dev during pre-training", "Zero-shot entity linking (dev queries) and parent "
-                             "hit@10 (dev links) of the LM at every `pretrain.eval_every` steps.")}
+                             "hit@10 (dev links) of the LM at every `pretrain.eval_every` steps."),
+                "encoder_share": ("The graph encoder's share of the graph vector",
+                                  "Per training step: mean ||graph vector - target's name vector|| / ||name vector|| "
+                                  "and their mean cosine, moving mean of 10 steps.")}
     for key, (title, protocol) in captions.items():
         if key in figures:
             out += [f"## {title}", ""] + figure(figures[key], title, protocol)

@@ -1,5 +1,6 @@
 """The pre-training loop: AdamW with separate learning rates for the LM and the rest, cosine schedule
-with warm-up min(warmup_fraction of steps, warmup_max_steps), gradient accumulation and clipping,
+with warm-up min(warmup_fraction of steps, warmup_max_steps), gradient accumulation, clipping
+(`max_grad_norm`; 0 = none, as the reference),
 bf16 autocast on GPU, DDP under torchrun, checkpoints with exact resume, dvclive logs.
 
 Device: `pretrain.device` (auto = the local rank's GPU when there is one, else the CPU). Every
@@ -30,6 +31,9 @@ from bali.modeling.model import BaliModel
 
 CHECKPOINT = "checkpoint.pt"
 LOSSES = ("loss", "mlm", "contrastive", "name", "synonym", "link")
+# logged beside the losses, not optimised: how far the graph vector is from the target's own name
+# vector (the model's `graph_name_figures`; NaN for the linear graph, which has no name vector)
+LOGGED = LOSSES + ("encoder_share", "graph_name_cosine")
 # Where and how fast a run goes, and what it logs, not what it trains: a checkpoint made with other
 # values of these is resumed.
 NOT_IN_RUN_KEY = ("workers", "checkpoint_every", "checkpoint_dir", "dvclive_dir", "eval_every", "eval_task",
@@ -64,16 +68,21 @@ def pick_device(p: dict) -> torch.device:
 
 def make_loader(data: TrainingData, p: dict, device: torch.device, rank: int = 0, world_size: int = 1):
     """The training batches of `data` for these params (the benchmarks build theirs here too)."""
+    if p["sample_per"] not in ("concept", "occurrence"):
+        raise ValueError(f"pretrain.sample_per must be concept or occurrence, not {p['sample_per']!r}")
     return loader(data, p["batch_size"], p["base"]["seed"], p["workers"], rank, world_size,
                   pin_memory=device.type == "cuda" and p["pin_memory"], neighbors=p["neighbors"],
                   mlm_probability=p["mlm_probability"], linear_graph=p["graph_encoder"] == "linear",
-                  synonyms=p["synonym_weight"] > 0, links=p["link_weight"] > 0)
+                  synonyms=p["synonym_weight"] > 0, links=p["link_weight"] > 0,
+                  mention_masking_prob=p["mention_masking_prob"], name_masking_prob=p["concept_name_masking_prob"],
+                  per_occurrence=p["sample_per"] == "occurrence")
 
 
 def build_model(p: dict, lm_path: str, verbose: bool = False) -> BaliModel:
     return BaliModel(lm_path, graph_encoder=p["graph_encoder"], layers=p["layers"], heads=p["heads"],
                      dropout=p["dropout"], attention_dropout=p["attention_dropout"], residual=p["residual"],
-                     zero_init=p["zero_init"], fresh_mlm_head=p["fresh_mlm_head"], loss=p["loss"],
+                     zero_init=p["zero_init"], concat_heads=p["concat_heads"], gat_self_loops=p["gat_self_loops"],
+                     fresh_mlm_head=p["fresh_mlm_head"], loss=p["loss"],
                      temperature=p["temperature"], mlm_weight=p["mlm_weight"], contrastive_weight=p["contrastive_weight"],
                      name_weight=p["name_weight"], name_negatives=p["name_negatives"],
                      synonym_weight=p["synonym_weight"], link_weight=p["link_weight"],
@@ -182,14 +191,15 @@ def forward_backward(wrapped, batch: dict, device: torch.device, accumulate: int
 
 
 def optimizer_step(model, opt, sched, p: dict) -> None:
-    torch.nn.utils.clip_grad_norm_(model.parameters(), p["max_grad_norm"])
+    if p["max_grad_norm"] > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), p["max_grad_norm"])
     opt.step()
     sched.step()
     opt.zero_grad(set_to_none=True)
 
 
 def loss_vector(out: dict) -> torch.Tensor:
-    return torch.stack([out[k].detach().float() for k in LOSSES])
+    return torch.stack([out[k].detach().float() for k in LOGGED])
 
 
 def mean_over_ranks(x: torch.Tensor, world_size: int) -> torch.Tensor:
@@ -237,7 +247,7 @@ def validation_loss(model: BaliModel, dl, sampler, device: torch.device, world_s
     masks every time (epoch 0 of the seeded order), dropout off."""
     model.eval()
     sampler.set_epoch(0)
-    total, n = torch.zeros(len(LOSSES), device=device), 0
+    total, n = torch.zeros(len(LOGGED), device=device), 0
     with torch.no_grad():
         for batch in dl:
             with autocast_for(device):
@@ -247,7 +257,7 @@ def validation_loss(model: BaliModel, dl, sampler, device: torch.device, world_s
                 break
     model.train()
     figures = mean_over_ranks(total / max(n, 1), world_size).tolist()
-    return {f"val/{k}": v for k, v in zip(LOSSES, figures)}
+    return {f"val/{k}": v for k, v in zip(LOGGED, figures) if not math.isnan(v)}
 
 
 def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0, world_size: int = 1,
@@ -360,8 +370,9 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
             if p["eval_every"] and (step % p["eval_every"] == 0 or step == total):
                 log_evaluation()
             if live is not None and rank == 0:
-                for k, v in zip(LOSSES, figures):
-                    live.log_metric(f"train/{k}", v)
+                for k, v in zip(LOGGED, figures):
+                    if not math.isnan(v):
+                        live.log_metric(f"train/{k}", v)
                 live.log_metric("lr/lm", sched.get_last_lr()[0])
                 live.log_metric("lr/other", sched.get_last_lr()[1])
                 live.log_metric("examples_per_s", seen * world_size / (time.perf_counter() - t0))

@@ -26,14 +26,31 @@ from bali.io import atomic_outputs
 from bali.training import contrastive_sentences, pick_device, train
 
 
+def encoder_share_note(p: dict, train: dict) -> str:
+    """The model card's sentence on how much of the graph vector the encoder made at the last step."""
+    if p["graph_encoder"] == "linear":
+        return "The graph vector is the [CLS] vector of the subgraph as text (no name vector to compare with)."
+    if p["graph_encoder"] == "identity":
+        return "No graph encoder: the graph vector is the target's own name vector (the ablation of the encoder)."
+    if "encoder_share" not in train:
+        return ""
+    return (f"Graph encoder's share at the last step: mean ||graph vector - target's name vector|| / ||name vector|| = "
+            f"{train['encoder_share']:.1%}, mean cosine between them {train['graph_name_cosine']:.3f}"
+            + (" (with `residual`, the share is the encoder's output against the name it is added to)." if p["residual"]
+               else " (no residual: the graph vector is the encoder's output alone; cosine says how far it turned away "
+                    "from the name)."))
+
+
 def model_card(p: dict, dataset_dir: Path, metrics: dict, world_size: int = 1) -> str:
     stats = json.loads((dataset_dir / "stats.json").read_text())
     negatives = contrastive_sentences(p, world_size)
     # the link term is never gathered (bali.modeling.model.BaliModel.link_loss)
     per_rank_link = ("; the link term saw only each process's own pairs and negatives"
                      if world_size > 1 and p["link_weight"] else "")
+    share = encoder_share_note(p, metrics.get("train", {}))
     return (f"# BALI-aligned {p['model']}\n\nBase model: `{p['model']}`. Aligned with a UMLS-derived knowledge graph by "
-            f"BALI pre-training (bali pipeline, `stages/pretrain.py`).\n\n## Data\n\n"
+            f"BALI pre-training (bali pipeline, `stages/pretrain.py`).\n\n" + (f"{share}\n\n" if share else "")
+            + f"## Data\n\n"
             f"{stats['examples']['train']:,} training sentences, {stats['mentions_kept']:,} concept mentions, a graph "
             f"of {stats['graph_nodes']:,} nodes and {stats['graph_edges']:,} edges (`{dataset_dir}`).\n\n"
             f"Trained on {world_size} process{'es' if world_size > 1 else ''}; each contrastive loss saw the vectors of "

@@ -35,6 +35,11 @@ def main(argv=None):
         if report.plot_curves(live_dir, ["el/acc@1", "el/acc@5", "hierarchy/hit@10"], tmp / "figures" / "el_curve.png",
                               "the LM on dev during pre-training: entity linking, parent hit@10"):
             figures["el_curve"] = "figures/el_curve.png"
+        if report.plot_curves(live_dir, ["train/encoder_share", "train/graph_name_cosine"],
+                              tmp / "figures" / "encoder_share.png",
+                              "graph vector vs the target's name: ||graph - name|| / ||name||, cosine (moving mean of 10 steps)",
+                              smooth=10):
+            figures["encoder_share"] = "figures/encoder_share.png"
         (tmp / "report.md").write_text(pages.render_report(rows, figures, ablations, p["base_model"]), encoding="utf-8")
         write_json(tmp / "compare.json", {f"{r['task']}/{r['model']}": r for r in rows})
         write_json(tmp / "summary.json", report.summary(rows, p["base_model"]))

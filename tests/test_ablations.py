@@ -24,6 +24,12 @@ def compare(acc, delta):
             "hierarchy_dev/bali": {"value": 0.5}}
 
 
+def live(acc):
+    """An experiment's dvclive metrics as `dvc exp show` gives them: the encoder's share at the last step."""
+    return {"metrics": {"dvclive/pretrain/metrics.json": {"data": {"train": {
+        "loss": 1.0, "encoder_share": acc / 2, "graph_name_cosine": 1 - acc / 10}}}}}
+
+
 def test_rows_of_the_current_pipeline_only(tmp_path, monkeypatch):
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     old = commit(tmp_path, {"bali/m.py": "x = 1\n", "stages/s.py": "", "dvc.yaml": "", "dvc.lock": "",
@@ -31,9 +37,9 @@ def test_rows_of_the_current_pipeline_only(tmp_path, monkeypatch):
     current = commit(tmp_path, {"params.yaml": "a: 2\n"}, "params")
     commit(tmp_path, {"README.md": "figures\n", "ablations/x.csv": ""}, "docs only")
     shown = [{"rev": "workspace"},
-             {"rev": current, "experiments": [{"revs": [{"name": "kept", "data": {"x": 1}, "rev": "e1"}]}]},
-             {"rev": old, "experiments": [{"revs": [{"name": "stale", "data": {"x": 1}, "rev": "e2"}]},
-                                          {"revs": [{"name": "kept", "data": {"x": 1}, "rev": "e3"}]}]}]
+             {"rev": current, "experiments": [{"revs": [{"name": "kept", "data": live(0.51), "rev": "e1"}]}]},
+             {"rev": old, "experiments": [{"revs": [{"name": "stale", "data": live(0.4), "rev": "e2"}]},
+                                          {"revs": [{"name": "kept", "data": live(0.1), "rev": "e3"}]}]}]
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(ablations, "exp_show", lambda: shown)
     compares = {"e1": compare(0.51, 0.021), "e2": compare(0.4, 0.0), "e3": compare(0.1, 0.0)}
@@ -48,6 +54,7 @@ def test_rows_of_the_current_pipeline_only(tmp_path, monkeypatch):
     row, = csv.DictReader(spec.with_suffix(".csv").open())
     assert row["commit"] == current[:7] and row["dev acc@1"] == "0.510" and row["dev Δ vs base (pts)"] == "+2.1"
     assert row["dev parent hit@10"] == "0.500" and "test acc@1" not in row  # a search's table has no test column
+    assert row["encoder share"] == "0.255" and row["graph·name cosine"] == "0.949"  # the pre-training's last step
     spec.write_text(yaml.safe_dump({"rows": [{"name": "stale", "what": "w", "set": []}]}))
     with pytest.raises(SystemExit, match="current pipeline named stale"):
         ablations.table(spec, spec.with_suffix(".csv"))

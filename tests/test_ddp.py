@@ -91,7 +91,8 @@ def test_a_rank_without_masked_tokens_gives_the_one_process_loss(tmp_path):
     one = model(batch)
     one["loss"].backward()
     assert torch.isfinite(two["losses"]).all()
-    assert torch.allclose(two["losses"], torch.stack([one[k].detach() for k in LOSSES]), rtol=1e-4, atol=1e-6)
+    # the losses (the graph figures logged after them are each rank's mean, not the global batch's)
+    assert torch.allclose(two["losses"][:len(LOSSES)], torch.stack([one[k].detach() for k in LOSSES]), rtol=1e-4, atol=1e-6)
     grad = model.mlm_model.bert.encoder.layer[0].attention.self.query.weight.grad
     assert torch.allclose(two["grad"], grad, rtol=1e-3, atol=1e-6)
 

@@ -96,7 +96,7 @@ def test_validation_loss_logged_every_eval_every_steps(setup, tmp_path):
     steps = sorted({step for step, _, _ in runs[0]})
     assert steps == [0, 2, 4]  # before the first step, after steps 2 and 4 (dvclive steps: 0 = before training)
     assert {name for _, name, _ in runs[0]} == {"val/loss", "val/mlm", "val/contrastive", "val/name", "val/synonym",
-                                                "val/link"}
+                                                "val/link", "val/encoder_share", "val/graph_name_cosine"}
     assert all(math.isfinite(v) for _, _, v in runs[0]) and runs[0] == runs[1]  # the same batches and masks each time
     first = {name: v for step, name, v in runs[0] if step == 0}
     last = {name: v for step, name, v in runs[0] if step == 4}

@@ -4,7 +4,8 @@ for node names, a graph encoder over each batch's subgraphs, and the alignment l
 Mention vector: mean of last-layer subword vectors over every token of every mention of a concept
 in a sentence. Node vector: its sampled name through the same LM (gradients flow), mean-pooled.
 Graph vector: the graph encoder's output on the target node, or, for the "linear graph" variant,
-the [CLS] vector of the subgraph written as text.
+the [CLS] vector of the subgraph written as text, or, for `identity` (the ablation without a graph
+encoder), the target's own name vector.
 
 Loss terms (each with its weight): MLM; `contrastive` mention <-> graph vector (the method);
 `name` mention <-> the target's sampled name, with the other targets' names (or, `name_negatives:
@@ -15,8 +16,14 @@ neighbour n of a target t, the vector of t's star without n (`link_anchor: graph
 vector (`name`: the graph without the encoder) <-> n's name, against the batch's other node names
 (t and its graph neighbours excluded): the LM learns that linked concepts are near, which the
 mention terms never ask. The checkpoint's own MLM head is used when it
-has one; `fresh_mlm_head` re-initialises it (the published code always used a fresh one).
+has one; `fresh_mlm_head` replaces it with a fresh one whose decoder is not tied to the input
+embeddings, as the reference's own `BertLMPredictionHead` (the optimiser trains it at `other_lr`).
 Every loss is computed in float32 (bf16 autocast covers the LM and the graph encoder only).
+
+Beside the losses the forward pass reports how far the graph vector is from the target's own name
+vector (not optimised, no gradient): `encoder_share`, mean ||graph - name|| / ||name|| (with
+`residual`, the encoder's output against the name it is added to; 0 for `identity`), and
+`graph_name_cosine`, their mean cosine (the losses are cosine-based, so this is the part they see).
 """
 from __future__ import annotations
 
@@ -86,10 +93,12 @@ def head_note(missing: bool, fresh: bool, mlm_weight: float) -> str:
     if not mlm_weight:
         return ("the MLM loss is off (mlm_weight: 0), so its head is unused and frozen"
                 + (" (the checkpoint has none; transformers initialised one at random)" if missing else ""))
+    if fresh:
+        return (("the checkpoint has no MLM head; " if missing else "")
+                + "a fresh MLM head, its decoder untied from the embeddings, is trained at other_lr (as published)")
     if missing:
-        return "the checkpoint has no MLM head; a fresh one is initialised at random and trained"
-    return "the checkpoint's MLM head is re-initialised (fresh_mlm_head: true, as published)" if fresh \
-        else "the checkpoint's own MLM head is trained"
+        return "the checkpoint has no MLM head; a fresh one is initialised at random and trained (decoder tied)"
+    return "the checkpoint's own MLM head is trained"
 
 
 def masked_token_loss(logits: torch.Tensor, labels: torch.Tensor, local_count: torch.Tensor) -> torch.Tensor:
@@ -112,10 +121,21 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden.float() * mask).sum(1) / mask.sum(1).clamp(min=1)  # summed in float32 under bf16 autocast
 
 
+def graph_name_figures(graph: torch.Tensor, names: torch.Tensor | None) -> dict:
+    """Mean ||graph - name|| / ||name|| and mean cosine(graph, name) over the targets (NaN without name vectors)."""
+    if names is None:
+        nan = graph.new_full((), float("nan"), dtype=torch.float32)
+        return {"encoder_share": nan, "graph_name_cosine": nan}
+    g, n = graph.detach().float(), names.detach().float()
+    return {"encoder_share": ((g - n).norm(dim=-1) / n.norm(dim=-1).clamp(min=1e-12)).mean(),
+            "graph_name_cosine": F.cosine_similarity(g, n, dim=-1).mean()}
+
+
 class BaliModel(nn.Module):
     def __init__(self, lm_path: str, graph_encoder: str = "gatv2", layers: int = 5, heads: int = 2,
                  dropout: float = 0.1, attention_dropout: float = 0.1, residual: bool = False, zero_init: bool = False,
-                 fresh_mlm_head: bool = False, loss: str = "nt_xent", temperature: float = 0.07,
+                 concat_heads: bool = True, gat_self_loops: bool = True, fresh_mlm_head: bool = False,
+                 loss: str = "nt_xent", temperature: float = 0.07,
                  mlm_weight: float = 1.0, contrastive_weight: float = 1.0, name_weight: float = 0.0,
                  name_negatives: str = "targets", synonym_weight: float = 0.0, link_weight: float = 0.0,
                  link_anchor: str = "graph", link_temperature: float = 0.07, gather_negatives: bool = True,
@@ -123,8 +143,8 @@ class BaliModel(nn.Module):
         super().__init__()
         self.mlm_model, self.head_was_missing = load_masked_lm(lm_path)
         prefix = self.mlm_model.base_model_prefix
-        if fresh_mlm_head and not self.head_was_missing:
-            self._reset_head(prefix)
+        if fresh_mlm_head:
+            self._fresh_untied_head(prefix)
         head_modules = [name for name, _ in self.mlm_model.named_children() if name != prefix]
         # one head module applied to the masked positions only (BERT's `cls`, RoBERTa's `lm_head`):
         # the logits of every position would be batch x length x vocabulary
@@ -137,9 +157,10 @@ class BaliModel(nn.Module):
         if verbose:
             print(f"pretrain: {lm_path}: " + head_note(self.head_was_missing, fresh_mlm_head, mlm_weight), file=sys.stderr)
         hidden = self.mlm_model.config.hidden_size
-        self.linear_graph = graph_encoder == "linear"
-        self.graph = None if self.linear_graph else GraphEncoder(graph_encoder, hidden, layers, heads, dropout,
-                                                                 attention_dropout, residual, zero_init)
+        self.linear_graph, self.identity_graph = graph_encoder == "linear", graph_encoder == "identity"
+        self.graph = None if self.linear_graph or self.identity_graph else GraphEncoder(
+            graph_encoder, hidden, layers, heads, dropout, attention_dropout, residual, zero_init, concat_heads,
+            gat_self_loops)
         self.loss_kind, self.temperature, self.gather = loss, temperature, gather_negatives
         self.weights = {"mlm": mlm_weight, "contrastive": contrastive_weight, "name": name_weight,
                         "synonym": synonym_weight, "link": link_weight}
@@ -156,7 +177,14 @@ class BaliModel(nn.Module):
     def lm(self):
         return self.mlm_model.base_model
 
-    def _reset_head(self, prefix: str) -> None:
+    def _fresh_untied_head(self, prefix: str) -> None:
+        """Every head module re-initialised, the decoder a new matrix of its own (not the input embeddings)."""
+        decoder = self.mlm_model.get_output_embeddings()
+        if decoder is None:
+            raise ValueError(f"{type(self.mlm_model).__name__} has no output embeddings to replace with a fresh head")
+        self.mlm_model.set_output_embeddings(nn.Linear(decoder.in_features, decoder.out_features,
+                                                       bias=decoder.bias is not None))
+        # config.tie_word_embeddings stays as it was: the saved LM's config is the base model's
         tied = self.mlm_model.get_input_embeddings().weight
         for name, module in self.mlm_model.named_modules():
             if name and not name.startswith(prefix) and hasattr(module, "reset_parameters") \
@@ -194,7 +222,7 @@ class BaliModel(nn.Module):
         """Each rank's own pairs and negatives (not gathered under DDP: a rank's mean, then DDP's)."""
         if not len(batch["link_positive"]):  # no target has a sampled neighbour
             return nodes.float().sum() * 0.0
-        if self.link_anchor == "graph":
+        if self.link_anchor == "graph" and self.graph is not None:
             anchors = self.graph(nodes[batch["link_star_nodes"]], batch["link_edge_index"], batch["link_centers"])
         else:
             anchors = nodes[batch["link_anchor"]]
@@ -230,10 +258,11 @@ class BaliModel(nn.Module):
             graph = cls[batch["target_node_index"]]
             names = None
         else:
-            vectors = self.node_vectors(batch)  # the star nodes' names, then the targets' second names
+            vectors = self.node_vectors(batch)  # the nodes' names, then masked target names and second names
             nodes = vectors[:len(batch["graph_nodes"])]
-            graph = self.graph(nodes[batch["star_nodes"]], batch["edge_index"], batch["target_star_index"])
             names = nodes[batch["target_node_index"]]
+            graph = names if self.identity_graph else \
+                self.graph(vectors[batch["star_nodes"]], batch["edge_index"], batch["target_star_index"])
         losses["contrastive"] = self.align_loss(mentions, graph, labels)
         if names is None or self.weights["name"] == 0:
             losses["name"] = hidden.new_zeros((), dtype=torch.float32)
@@ -247,4 +276,5 @@ class BaliModel(nn.Module):
         losses["link"] = self.link_loss(batch, nodes) if self.weights["link"] > 0 \
             else hidden.new_zeros((), dtype=torch.float32)
         losses["loss"] = sum(self.weights[k] * losses[k] for k in self.weights)
+        losses.update(graph_name_figures(graph, names))
         return losses
