@@ -65,12 +65,24 @@ def add_abbreviations(spans: dict, sentences: pl.DataFrame, documents: pl.DataFr
             stats["abbreviation_mentions"] += 1
 
 
+def typed_nodes(nodes: pl.DataFrame, semantic_types: list[str]) -> pl.DataFrame:
+    """The nodes with at least one of the semantic types (TUIs); every node when the list is empty."""
+    if not semantic_types:
+        return nodes
+    return nodes.filter(pl.col("semantic_types").list.eval(pl.element().is_in(semantic_types)).list.any())
+
+
 def link(graph_dir: Path, corpus_dir: Path, out_dir: Path, p: dict) -> dict:
-    nodes = pl.read_parquet(graph_dir / "nodes.parquet")
+    all_nodes = pl.read_parquet(graph_dir / "nodes.parquet")
+    # The dictionary matches only names of kept concepts (a longer name of a dropped type must not
+    # hide a kept one inside it); the other methods drop what they link outside the types.
+    nodes = typed_nodes(all_nodes, p["semantic_types"])
+    kept = None if nodes.height == all_nodes.height else nodes["node_id"]
     method = p["method"]
     stats = {"method": method, "sentences": 0, "sentences_with_mention": 0, "mentions": 0, "mention_rows": 0,
              "distinct_concepts": 0, "ambiguous_mentions": 0, "abbreviation_mentions": 0, "by_method": {},
-             "ids_not_linked": {}, "mentions_across_sentences": 0}
+             "ids_not_linked": {}, "mentions_across_sentences": 0, "dropped_by_semantic_type": 0,
+             "concepts_of_kept_types": nodes.height}
     if method == "dictionary":
         index = DictionaryIndex(nodes, p["min_name_length"], p["max_name_tokens"], p["stopwords"], p["exclude_names"])
         stats["dictionary"] = index.stats
@@ -78,7 +90,7 @@ def link(graph_dir: Path, corpus_dir: Path, out_dir: Path, p: dict) -> dict:
         codes = pl.read_parquet(graph_dir / "codes.parquet")
     elif method == "scispacy":
         from bali.linking import scispacy_linker
-        linker = scispacy_linker.Linker(nodes, Path(p["scispacy"]["kb_dir"]), p["scispacy"])
+        linker = scispacy_linker.Linker(all_nodes, Path(p["scispacy"]["kb_dir"]), p["scispacy"])
     else:
         raise ValueError(f"link.method must be dictionary, scispacy or pretagged, not {method!r}")
     concepts = set()
@@ -87,13 +99,17 @@ def link(graph_dir: Path, corpus_dir: Path, out_dir: Path, p: dict) -> dict:
         sentences = pl.read_parquet(corpus_dir / "sentences.parquet" / f"{name}.parquet")
         if method == "dictionary":
             documents = pl.read_parquet(corpus_dir / "documents.parquet" / f"{name}.parquet")
-            found = dictionary_mentions(index, sentences, documents, nodes["cui"], p, stats)
+            found = dictionary_mentions(index, sentences, documents, all_nodes["cui"], p, stats)
         elif method == "pretagged":
             annotations = pl.read_parquet(corpus_dir / "annotations.parquet" / f"{name}.parquet")
-            found = pretagged.mentions(annotations, sentences, nodes, codes, p["pretagged_sources"],
+            found = pretagged.mentions(annotations, sentences, all_nodes, codes, p["pretagged_sources"],
                                        p["pretagged_keep_prefix"], stats).cast(MENTION_SCHEMA)
         else:
             found = linker.mentions(sentences, stats)
+        if kept is not None and method != "dictionary":
+            before = found.height
+            found = found.filter(pl.col("node_id").is_in(kept.implode()))
+            stats["dropped_by_semantic_type"] += before - found.height
         found = found.sort("doc_id", "sent_id", "start", "end", "node_id")  # joins above need not keep order
         found.write_parquet(out_dir / "mentions.parquet" / f"{name}.parquet", compression="zstd")
         stats["sentences"] += sentences.height
