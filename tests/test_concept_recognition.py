@@ -8,7 +8,7 @@ from bali.corpus.build import build as build_corpus
 from bali.evaluation.el_data import read_gsc
 from bali.linking.concept_recognition import gold_mentions, gsc_to_pubtator, recognise, score
 from bali.linking.link import link
-from conftest import SHARED_DATA, conso, needs_shared, run_stage, write_meta
+from conftest import SHARED_DATA, conso, needs_shared, run_stage, save_tiny_bert, write_meta
 from test_link import CORPUS, LINK, corpus
 
 TYPES = {"C0000001": "T023", "C0000002": "T047", "C0000003": "T033", "C0000004": "T045"}
@@ -134,3 +134,63 @@ def test_gsc_plus_dictionary_figures(tmp_path):
     assert set(gold.select("doc_id", "start", "end", "cui").rows()) == direct and len(direct) > 2000
     assert r["mention_exact"]["gold"] == len(direct)
     assert 0.3 < r["mention_exact"]["recall"] < 0.6 and 0.4 < r["mention_exact"]["precision"] < 0.7
+
+
+def rigged_tagger(d, label: str):
+    """A tiny BIO token classifier that tags every token `label` (all weights 0, the bias decides)."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    from bali.linking.ner_training import LABELS
+
+    save_tiny_bert(d)
+    model = AutoModelForTokenClassification.from_pretrained(
+        d, num_labels=3, id2label=dict(enumerate(LABELS)), label2id={t: i for i, t in enumerate(LABELS)})
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([1.0 if t == label else 0.0 for t in LABELS]))
+    model.save_pretrained(d)
+    return d
+
+
+def test_tagger_spans_decode_bio(tmp_path):
+    from bali.linking.ner import Tagger
+
+    text = "Heart failure, seizure."
+    b = Tagger(rigged_tagger(tmp_path / "b", "B-Concept"), 8, 64, "cpu").spans([text, ""])
+    assert b == [[(0, 5), (6, 13), (13, 14), (15, 22), (22, 23)], []]  # every word its own span
+    i = Tagger(rigged_tagger(tmp_path / "i", "I-Concept"), 8, 64, "cpu").spans([text])
+    assert i == [[(0, 23)]]  # an I- run after O starts a span and runs to the last I- word
+
+
+def test_ner_method_links_by_name_then_by_vector(typed_graph, tmp_path):
+    tagger, encoder = rigged_tagger(tmp_path / "tagger", "B-Concept"), save_tiny_bert(tmp_path / "enc")
+    c = corpus(tmp_path, "1|t|Seizure and heart.\n1|a|Nothing else.\n")
+    ner = {"model": str(tagger), "encoder": str(encoder), "threshold": 1.01, "embedding_cache": "",
+           "batch_size": 8, "max_length": 64}
+    by_name, stats = run(typed_graph, c, tmp_path, method="ner", ner=ner)
+    assert by_name.select("text", "cui", "method", "score").rows() == [
+        ("Seizure", "C0000003", "ner", 1.0), ("heart", "C0000001", "ner", 1.0)]
+    assert stats["ner_spans"] == 7 and stats["ner_linked_by_name"] == 2 and stats["ner_spans_unlinked"] == 5
+    every, stats = run(typed_graph, c, tmp_path, method="ner", ner={**ner, "threshold": -1.0},
+                       semantic_types=["T033", "T023"])
+    assert every.height == 7 and stats["ner_linked_by_embedding"] == 5
+    assert set(every["cui"]) <= {"C0000001", "C0000003"}  # only concepts of the kept types
+    assert (every.filter(pl.col("text") == "and")["score"] < 1.0).all()
+
+
+def test_ner_model_stage(typed_graph, tmp_path):
+    """Not built unless link.method is ner; with it, a tagger trained from silver labels that loads."""
+    from transformers import AutoModelForTokenClassification
+
+    base = save_tiny_bert(tmp_path / "base")
+    c = corpus(tmp_path, "".join(f"{i}|t|Seizure in heart failure case {i}.\n{i}|a|No finding here.\n\n"
+                                 for i in range(40)))
+    run_stage("ner_model", typed_graph, c, base, tmp_path / "off")
+    assert sorted(f.name for f in (tmp_path / "off").iterdir()) == ["README.md", "params.json"]
+    run_stage("ner_model", typed_graph, c, base, tmp_path / "ner", "-S", "link.method=ner",
+              "-S", "ner_model.epochs=2", "-S", "ner_model.names=10", "-S", "ner_model.dev_fraction=0.25")
+    stats = __import__("json").loads((tmp_path / "ner" / "stats.json").read_text())
+    assert stats["sentences_with_match"] == 40 and stats["sentences_without"] == 8 and stats["names"] == 4
+    assert stats["dev_sentences"] == 12 and set(stats["dev"]) >= {"precision", "recall", "f1"}
+    assert AutoModelForTokenClassification.from_pretrained(tmp_path / "ner").config.num_labels == 3
