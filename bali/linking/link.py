@@ -101,7 +101,8 @@ def link(graph_dir: Path, corpus_dir: Path, out_dir: Path, p: dict) -> dict:
 
         from bali.linking.ner import NerLinker
         tagger = NerLinker(nodes, p, "cuda" if torch.cuda.is_available() else "cpu")
-        stats.update(ner_spans=0, ner_linked_by_name=0, ner_linked_by_embedding=0, ner_spans_unlinked=0)
+        stats.update(ner_spans=0, ner_linked_by_name=0, ner_linked_by_embedding=0, ner_spans_unlinked=0,
+                     ner_index_seconds=tagger.index_seconds, ner_tagging_seconds=0.0, ner_linking_seconds=0.0)
     else:
         raise ValueError(f"link.method must be dictionary, scispacy, pretagged or ner, not {method!r}")
     concepts = set()

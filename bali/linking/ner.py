@@ -11,6 +11,8 @@ evaluation's exact chunked top-k.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import polars as pl
 import torch
@@ -70,6 +72,7 @@ class NerLinker:
         from bali.evaluation.embeddings import Encoder
 
         q = p["ner"]
+        t0 = time.perf_counter()
         self.tagger = Tagger(q["model"], q["batch_size"], q["max_length"], device)
         self.index = DictionaryIndex(nodes, p["min_name_length"], p["max_name_tokens"], p["stopwords"],
                                      p["exclude_names"])
@@ -78,13 +81,17 @@ class NerLinker:
         self.encoder = Encoder(q["encoder"], PROTOCOL, device, q["embedding_cache"] or None)
         self.name_vecs = self.encoder.vectors(names["text"].to_list(), progress="link (ner): embedding names")
         self.threshold = q["threshold"]
+        self.index_seconds = time.perf_counter() - t0
 
     def spans(self, texts: list[str], ambiguity: str, stats: dict) -> dict:
         """{(row, start, end): (node ids, "ner", score)}: 1.0 for a dictionary key, else the cosine."""
         from bali.evaluation.entity_linking import top_k
 
         out, pending = {}, []
-        for row, (text, found) in enumerate(zip(texts, tag_in_batches(self.tagger, texts))):
+        t0 = time.perf_counter()
+        tagged = tag_in_batches(self.tagger, texts)
+        t1 = time.perf_counter()
+        for row, (text, found) in enumerate(zip(texts, tagged)):
             for a, b in found:
                 stats["ner_spans"] += 1
                 whole = [m for m in self.index.match([text[a:b]]) if m.start == 0 and m.end == b - a]
@@ -105,4 +112,6 @@ class NerLinker:
                     stats["ner_linked_by_embedding"] += 1
                 else:
                     stats["ner_spans_unlinked"] += 1
+        stats["ner_tagging_seconds"] += t1 - t0
+        stats["ner_linking_seconds"] += time.perf_counter() - t1
         return out
