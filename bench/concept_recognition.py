@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from bali.demo import hp_obo_path
+from bali.ontology import hp_obo_path
 from bali.linking.concept_recognition import gsc_to_pubtator, recognise
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -102,7 +102,7 @@ def main():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())["evaluate"]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     clock = Clock()
-    from bali.evaluation import classification, multiple_choice, pubmedqa
+    from bali.evaluation import Context, classification, multiple_choice, pubmedqa
 
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench_downstream_"))
     budget = {"seeds": [args.seed], "epochs": args.epochs, "max_length": args.max_length, "max_train_examples": args.train,
@@ -126,13 +126,13 @@ def main():
         p = {**params[task["kind"]], **budget, **extra}
         for model_dir, model in zip(args.models, names):
             t = time.perf_counter()
-            m, preds = module.run(model_dir, task_dir, task, p, device, args.seed)
+            m, preds = module.run(Context(Path(model_dir), params, device, args.seed), task_dir, task, p)
             seconds = time.perf_counter() - t
             rates = clock.take()
             out = work / "eval" / model / name
             out.mkdir(parents=True, exist_ok=True)
             preds.write_parquet(out / "predictions.parquet")
-            write_json(out / "metrics.json", {"task": name, "kind": task["kind"], "model": model_dir, **m})
+            write_json(out / "results.json", {"task": name, "kind": task["kind"], "model": model_dir, **m})
             figures.setdefault(name, {})[model] = {"metric": m["metric"], "value": m["score"],
                                                    "std": m["test"][m["metric"]]["std"], "seconds": seconds, **rates}
             print(f"{name} {model}: {m['metric']} {m['score']:.3f} ± {m['test'][m['metric']]['std']:.3f} "

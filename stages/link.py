@@ -4,7 +4,7 @@
 
 GRAPH_DIR is the umls_graph stage's output (nodes.parquet, codes.parquet), CORPUS_DIR the corpus
 stage's. `link.method` picks the linker: dictionary (default), scispacy or pretagged. Writes
-OUT_DIR/mentions.parquet (a directory of shards), stats.json (a DVC metric) and params.json.
+OUT_DIR/mentions.parquet (a directory of shards), stats.json (counts by reason) and params.json.
 """
 from pathlib import Path
 

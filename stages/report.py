@@ -2,15 +2,16 @@
 
   python stages/report.py EVAL_DIR LIVE_DIR OUT_DIR [-S report.KEY=VALUE ...]
 
-Reads EVAL_DIR/<model>/<task>/{metrics.json,predictions.parquet} (the evaluate stage), LIVE_DIR
-(dvclive's pre-training logs) and `report.ablations` (a CSV exported from `dvc exp show`, see
-README). Writes OUT_DIR/report.md with its figures (OUT_DIR/figures/*.png), OUT_DIR/compare.json (every figure and
-paired test in the report, a DVC metric) and OUT_DIR/params.json.
+Reads EVAL_DIR/<model>/<task>/{results.json,predictions.parquet} (the evaluate stage), LIVE_DIR
+(dvclive's pre-training logs) and `report.ablations` (a CSV written by `make ablations`). Writes
+OUT_DIR/report.md with its figures (OUT_DIR/figures/*.png), OUT_DIR/compare.json (every figure,
+interval and paired test in the report), OUT_DIR/summary.json (each task's paired gain: the DVC
+metric) and OUT_DIR/params.json.
 """
 from pathlib import Path
 
 
-from bali import params, report
+from bali import pages, params, report
 from bali.io import atomic_outputs, write_json
 
 
@@ -22,7 +23,7 @@ def main(argv=None):
     eval_dir, live_dir = Path(args.eval_dir), Path(args.live_dir)
     rows = report.comparison(eval_dir, p["base_model"], p["base"]["seed"])
     if not rows:
-        raise SystemExit(f"report: no metrics.json under {eval_dir}/<model>/<task>/")
+        raise SystemExit(f"report: no results.json under {eval_dir}/<model>/<task>/")
     ablations = report.read_ablations(Path(p["ablations"])) if p["ablations"] and Path(p["ablations"]).exists() else []
     with atomic_outputs(args.out_dir) as tmp:
         (tmp / "figures").mkdir()
@@ -34,9 +35,9 @@ def main(argv=None):
         if report.plot_curves(live_dir, ["el/acc@1", "el/acc@5", "hierarchy/hit@10"], tmp / "figures" / "el_curve.png",
                               "the LM on dev during pre-training: entity linking, parent hit@10"):
             figures["el_curve"] = "figures/el_curve.png"
-        (tmp / "report.md").write_text(report.render(rows, figures, ablations, p["base_model"]), encoding="utf-8")
-        write_json(tmp / "compare.json", {f"{r['task']}/{r['model']}": {k: v for k, v in r.items() if k != "protocol"}
-                                          for r in rows})
+        (tmp / "report.md").write_text(pages.render_report(rows, figures, ablations, p["base_model"]), encoding="utf-8")
+        write_json(tmp / "compare.json", {f"{r['task']}/{r['model']}": r for r in rows})
+        write_json(tmp / "summary.json", report.summary(rows, p["base_model"]))
         params.save_resolved(p, tmp, eval_dir=str(eval_dir), live_dir=str(live_dir))
     print(f"report: {len(rows)} (model, task) results -> {args.out_dir}/report.md")
 

@@ -3,7 +3,7 @@
   python stages/umls_graph.py META_DIR OUT_DIR [-S umls_graph.KEY=VALUE ...]
 
 META_DIR holds MRCONSO.RRF and MRREL.RRF (MRSTY.RRF when present), e.g. a release's
-`2020AB/META`. Writes OUT_DIR/{nodes,edges,codes}.parquet, stats.json (a DVC metric) and
+`2020AB/META`. Writes OUT_DIR/{nodes,edges,codes}.parquet, stats.json (counts by reason) and
 params.json (the resolved params). Params: the `umls_graph` section of params.yaml.
 """
 import sys

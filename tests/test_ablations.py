@@ -18,11 +18,10 @@ def commit(repo, files: dict, message: str) -> str:
     return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def data(acc, delta):
-    compare = {"demo_el_dev/bali": {"value": acc, "paired": {"delta": delta, "ci95_low": delta - 0.01,
-                                                            "ci95_high": delta + 0.01, "mcnemar_p": 0.01}},
-               "hierarchy_dev/bali": {"value": 0.5}}
-    return {"metrics": {"reports/compare.json": {"data": compare}}}
+def compare(acc, delta):
+    return {"demo_el_dev/bali": {"value": acc, "paired": {"delta": delta, "ci95_low": delta - 0.01,
+                                                         "ci95_high": delta + 0.01, "mcnemar_p": 0.01}},
+            "hierarchy_dev/bali": {"value": 0.5}}
 
 
 def test_rows_of_the_current_pipeline_only(tmp_path, monkeypatch):
@@ -32,11 +31,13 @@ def test_rows_of_the_current_pipeline_only(tmp_path, monkeypatch):
     current = commit(tmp_path, {"params.yaml": "a: 2\n"}, "params")
     commit(tmp_path, {"README.md": "figures\n", "ablations/x.csv": ""}, "docs only")
     shown = [{"rev": "workspace"},
-             {"rev": current, "experiments": [{"revs": [{"name": "kept", "data": data(0.51, 0.021)}]}]},
-             {"rev": old, "experiments": [{"revs": [{"name": "stale", "data": data(0.4, 0.0)}]},
-                                          {"revs": [{"name": "kept", "data": data(0.1, 0.0)}]}]}]
+             {"rev": current, "experiments": [{"revs": [{"name": "kept", "data": {"x": 1}, "rev": "e1"}]}]},
+             {"rev": old, "experiments": [{"revs": [{"name": "stale", "data": {"x": 1}, "rev": "e2"}]},
+                                          {"revs": [{"name": "kept", "data": {"x": 1}, "rev": "e3"}]}]}]
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(ablations, "exp_show", lambda: shown)
+    compares = {"e1": compare(0.51, 0.021), "e2": compare(0.4, 0.0), "e3": compare(0.1, 0.0)}
+    monkeypatch.setattr(ablations, "compare_of", lambda rev: compares[rev])  # each experiment's compare.json
     found = ablations.experiments()
     assert set(found) == {"kept"} and found["kept"]["commit"] == current[:7]
     logged = ablations.experiments(current_only=False)  # a search's log: every commit, the newest of a name

@@ -118,8 +118,8 @@ def test_gsc_read_as_pubtator_gold(typed_graph, tmp_path):
 def test_gsc_plus_dictionary_figures(tmp_path):
     """GSC+ through the PubTator route gives exactly GSC+'s (document, span, concept) set, read directly;
     the dictionary method on the demo graph finds a real share of it (not nothing, not everything)."""
-    from bali.demo import hp_obo_path
-    from bali.evaluation.el_data import Issues, gsc_mentions, hpo_id_map
+    from bali.evaluation.el_data import Issues, gsc_mentions
+    from bali.ontology import hp_obo_path, live_ids, parse_obo
 
     run_stage("demo_data", tmp_path / "demo")
     run_stage("umls_graph", tmp_path / "demo" / "META", tmp_path / "graph")
@@ -127,7 +127,7 @@ def test_gsc_plus_dictionary_figures(tmp_path):
     gsc_to_pubtator(gsc, hp_obo_path(), tmp_path / "gold.txt")
     r = recognise(tmp_path / "gold.txt", tmp_path / "graph", tmp_path / "work", CORPUS, LINK)
     codes = pl.read_parquet(tmp_path / "graph" / "codes.parquet").filter(pl.col("sab") == "HPO")
-    to_cui, alias = dict(zip(codes["code"], codes["cui"])), hpo_id_map(hp_obo_path())
+    to_cui, alias = dict(zip(codes["code"], codes["cui"])), live_ids(parse_obo(hp_obo_path()))
     direct = {(pmid, a + 1, b + 1, to_cui[alias.get(hp, hp)]) for pmid, _, a, b, hp, _, _ in gsc_mentions(gsc, Issues())
               if alias.get(hp, hp) in to_cui}
     gold, _ = gold_mentions(tmp_path / "work" / "corpus", codes, LINK)

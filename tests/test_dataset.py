@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from bali import demo
+from bali import ontology
 from bali.data.examples import build_examples, load_tokenizer, split_of, token_span
 from bali.data.subgraph import node_names, restrict
 from conftest import run_stage
@@ -67,7 +67,7 @@ def sentences_and_mentions():
 @pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece"])
 def test_examples_map_spans_exactly(kind, minilm, tmp_path):
     sents, m = sentences_and_mentions()
-    hpo_definitions = [t.definition for t in demo.parse_obo(demo.hp_obo_path()) if t.definition][:2000]
+    hpo_definitions = [t.definition for t in ontology.parse_obo(ontology.hp_obo_path()) if t.definition][:2000]
     tok = minilm if kind == "wordpiece" else sentencepiece_tokenizer(tmp_path, hpo_definitions)
     stats = dict(STATS)
     ex = build_examples(sents, m, tok, 128, 29, 0.0, stats)

@@ -5,7 +5,7 @@ import re
 import polars as pl
 import pytest
 
-from bali import demo
+from bali import demo, ontology
 from conftest import run_stage
 
 OBO = '''format-version: 1.2
@@ -45,7 +45,7 @@ name: part of
 def test_obo_to_rrf(tmp_path):
     obo = tmp_path / "t.obo"
     obo.write_text(OBO)
-    terms = demo.parse_obo(obo)
+    terms = ontology.parse_obo(obo)
     assert [t.id for t in terms] == ["HP:0000001", "HP:0000002", "HP:0000003", "HP:0000009"]
     two = terms[1]
     assert (two.definition, two.synonyms, two.parents) == ('A "quoted" definition.', ['Kid "1"'],

@@ -11,7 +11,7 @@ import torch
 import yaml
 from transformers import AutoTokenizer
 
-from bali.evaluation import classification, finetune, inputs, metrics, multiple_choice, pubmedqa
+from bali.evaluation import Context, classification, finetune, inputs, metrics, multiple_choice, pubmedqa
 from conftest import ROOT, SHARED_DATA, needs_shared, run_stage, save_tiny_bert
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())["evaluate"]
@@ -44,7 +44,7 @@ def test_pubmedqa_split_remakes_the_official_test_set():
 @needs_shared
 def test_pubmedqa_runs_on_the_release_files(tiny):
     p = {**PARAMS["pubmedqa"], **TINY_RUN, "run_folds": 1, "max_train_examples": 24, "max_eval_examples": 16}
-    m, preds = pubmedqa.run(tiny, SHARED_DATA / "pubmedqa", {"name": "pubmedqa", "kind": "pubmedqa"}, p, "cpu", 29)
+    m, preds = pubmedqa.run(Context(tiny, PARAMS, seed=29), SHARED_DATA / "pubmedqa", {"name": "pubmedqa", "kind": "pubmedqa"}, p)
     assert m["examples"] == {"train": 24, "dev": 16, "test": 16} and m["input"]["malformed"] == 0
     assert set(m["test"]) == {"accuracy", "macro_f1"} and len(m["test"]["accuracy"]["runs"]) == 1
     assert "budget: max_train_examples 24" in m["protocol"] and "best epoch by dev accuracy" in m["protocol"]
@@ -56,12 +56,12 @@ def test_blurb_gad_tsv_and_hoc_multi_hot_on_real_files(tiny):
     p = {**PARAMS["classification"], **TINY_RUN, "max_eval_examples": 24}
     gad = {"name": "gad", "kind": "classification", "metric": "micro_f1", "negative": "0",
            "train_from_test": 32, "dev_from_test": 8}
-    m, preds = classification.run(tiny, SHARED_DATA / "blurb-gad", gad, p, "cpu", 29)
+    m, preds = classification.run(Context(tiny, PARAMS, seed=29), SHARED_DATA / "blurb-gad", gad, p)
     assert m["labels"] == ["0", "1"] and m["examples"] == {"train": 32, "dev": 8, "test": 24}
     assert m["input"] == {"rows": 534, "malformed": 0, "by_reason": {}, "first": []}
     assert "TRAINED ON PART OF THE TEST FILE" in m["protocol"] and preds.height == 24 and "correct" in preds.columns
     hoc = {"name": "hoc", "kind": "classification", "metric": "hoc_f1", "train_from_test": 24, "dev_from_test": 8}
-    m, preds = classification.run(tiny, SHARED_DATA / "blurb-hoc", hoc, p, "cpu", 29)
+    m, preds = classification.run(Context(tiny, PARAMS, seed=29), SHARED_DATA / "blurb-hoc", hoc, p)
     assert m["labels"] == [str(i) for i in range(10)] and "multi-hot" in m["protocol"]
     assert 0.0 <= m["score"] <= 1.0 and "correct" not in preds.columns
     gold = [set(json.loads(g)) for g in preds["gold"]]
@@ -72,7 +72,7 @@ def test_blurb_gad_tsv_and_hoc_multi_hot_on_real_files(tiny):
 def test_medqa_multiple_choice_on_the_real_file(tiny):
     p = {**PARAMS["multiple_choice"], **TINY_RUN, "max_eval_examples": 16, "max_length": 96}
     task = {"name": "medqa", "kind": "multiple_choice", "train_from_test": 24, "dev_from_test": 8}
-    m, preds = multiple_choice.run(tiny, SHARED_DATA / "medqa-usmle", task, p, "cpu", 29)
+    m, preds = multiple_choice.run(Context(tiny, PARAMS, seed=29), SHARED_DATA / "medqa-usmle", task, p)
     assert m["options"] == 4 and m["examples"] == {"train": 24, "dev": 8, "test": 16} and m["input"]["rows"] == 1273
     assert m["accuracy_ci95"][0] <= m["score"] <= m["accuracy_ci95"][1]
     assert set(json.loads(g) for g in preds["gold"]) <= set("ABCD")
@@ -85,8 +85,8 @@ def test_cross_validated_classification_bioasq_style(tiny, tmp_path):
                 for i, (w, lab) in enumerate(zip(rng.choice(["aspirin", "rest"], n), rng.choice(["yes", "no"], n)))]
         (tmp_path / f"{split}.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
     p = {**PARAMS["classification"], **TINY_RUN, "folds": 3, "seeds": [1, 2]}
-    m, preds = classification.run(tiny, tmp_path, {"name": "bioasq", "kind": "classification", "metric": "accuracy"},
-                                  p, "cpu")
+    m, preds = classification.run(Context(tiny, PARAMS), tmp_path,
+                                  {"name": "bioasq", "kind": "classification", "metric": "accuracy"}, p)
     assert [r["fold"] for r in m["runs"]] == [0, 0, 1, 1, 2, 2] and len(m["test"]["accuracy"]["runs"]) == 6
     assert "3-fold cross-validation over train+dev (KFold, shuffled, seed 42)" in m["protocol"]
     assert preds.height == 60 and preds.group_by("fold", "seed").len()["len"].to_list() == [10] * 6
@@ -169,7 +169,7 @@ def test_stage_reports_bad_rows_with_file_and_line_and_writes_nothing(tiny, tmp_
     r = run_stage("evaluate", tiny, task, tmp_path / "out", "--task", "gad", "--params", tmp_path / "params.yaml",
                   "-S", "evaluate.classification.max_malformed_fraction=0.1", "-S", "evaluate.classification.seeds=[1]",
                   "-S", "evaluate.classification.max_length=32")
-    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    m = json.loads((tmp_path / "out" / "results.json").read_text())
     assert m["input"]["malformed"] == 2 and m["examples"]["test"] == 4 and m["finetune"]["epochs"] == 1
 
 
@@ -180,7 +180,7 @@ def test_report_pairs_fine_tuned_predictions_question_by_question(tmp_path):
         d = tmp_path / "eval" / model / "medqa"
         d.mkdir(parents=True)
         acc = [sum(v) / 4 for v in by_seed.values()]
-        (d / "metrics.json").write_text(json.dumps({
+        (d / "results.json").write_text(json.dumps({
             "kind": "multiple_choice", "protocol": "p", "metric": "accuracy", "examples": {"train": 8, "dev": 2, "test": 4},
             "test": {"accuracy": {"mean": sum(acc) / 2, "std": 0.1, "runs": acc}}}))
         pl.DataFrame([{"seed": s, "id": f"q{i}", "gold": '"A"', "pred": '"A"', "correct": bool(c)}
@@ -191,7 +191,8 @@ def test_report_pairs_fine_tuned_predictions_question_by_question(tmp_path):
     # right in most runs (> half): base q0 only; bali q0, q1, q2 -> 2 questions only for bali, none only for base
     assert (got["only_base"], got["only_aligned"]) == (0, 2) and got["mcnemar_p"] == pytest.approx(0.5)
     text = (tmp_path / "rep" / "report.md").read_text()
-    assert "| medqa | bali | accuracy | 0.875 ± 0.100 | +50.0" in text and "| medqa | bali | accuracy | 0.875 ± 0.100 | 2 | 8 / 2 / 4 |" in text
+    assert "| medqa | accuracy | 0.375 [" in text and "| bali | 0.875 [" in text and "| +50.0 [" in text
+    assert "| medqa | bali | accuracy | 0.875 ± 0.100 | 2 | 8 / 2 / 4 |" in text
 
 
 def test_paper_profile_tasks_are_valid_for_their_kinds():

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from bali.evaluation import classification, entity_linking, metrics, ner
+from bali.evaluation import Context, classification, entity_linking, metrics, ner
 from conftest import ROOT, SHARED_DATA, needs_shared, run_stage, save_tiny_bert
 
 
@@ -100,7 +100,8 @@ def test_tiny_ner_and_classification_learn(tiny, tmp_path):
     p = yaml.safe_load((ROOT / "params.yaml").read_text())["evaluate"]
     ft = {"epochs": 8, "lr": 3e-3, "batch_size": 8, "seeds": [1, 2], "eval_batch_size": 16, "warmup_fraction": 0.1,
           "weight_decay": 0.0}
-    m, preds = ner.run(tiny, _ner_data(tmp_path / "ner"), {**p["ner"], **ft}, "cpu", 0)
+    ctx = Context(tiny, p)
+    m, preds = ner.run(ctx, _ner_data(tmp_path / "ner"), {"name": "toy_ner", "kind": "ner"}, {**p["ner"], **ft})
     assert m["labels"] == ["O", "B-Disease"] and m["test"]["f1"]["mean"] > 0.9 and len(m["test"]["f1"]["runs"]) == 2
     assert preds.height == 20
     d = tmp_path / "cls"
@@ -111,7 +112,7 @@ def test_tiny_ner_and_classification_learn(tiny, tmp_path):
                 for i, w in enumerate(rng.choice(["relieves", "causes", "with"], n))]
         (d / f"{split}.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
     task = {"name": "toy", "metric": "micro_f1", "negative": "false"}
-    m, preds = classification.run(tiny, d, task, {**p["classification"], **ft}, "cpu")
+    m, preds = classification.run(ctx, d, task, {**p["classification"], **ft})
     assert m["labels"] == ["false", "treats"] and m["test"]["micro_f1"]["mean"] > 0.9
     assert set(preds["seed"]) == {1, 2} and preds.height == 40
 
@@ -126,7 +127,7 @@ def test_evaluate_stage_entity_linking_shares_the_dictionary_vectors(tiny, tmp_p
             "-S", f"evaluate.graph_dir={tmp_path / 'no-graph'}"]
     run_stage("evaluate", tiny, task, tmp_path / "dev", "--task", "demo_el_dev", *args)
     run_stage("evaluate", tiny, task, tmp_path / "test", "--task", "demo_el_test", *args)
-    m, t = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("dev", "test"))
+    m, t = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("dev", "test"))
     assert m["dictionary_names"] == 4 and m["queries"] == 2 and m["kind"] == "entity_linking" and "seen" not in m
     assert t["queries"] == 1 and t["embedding"] == {"texts_embedded": 1, "texts_from_cache": 4}  # dictionary once
     preds = pl.read_parquet(tmp_path / "dev" / "predictions.parquet")
@@ -140,10 +141,10 @@ def test_evaluate_stage_entity_linking_shares_the_dictionary_vectors(tiny, tmp_p
 
 
 def test_demo_el_task_dev_test_and_normalised_held_out(tmp_path):
-    from bali import demo
+    from bali import demo, ontology
     from bali.linking.dictionary import name_keys
 
-    terms = demo.parse_obo(demo.hp_obo_path())
+    terms = ontology.parse_obo(ontology.hp_obo_path())
     stats = demo.write_el_task(terms, tmp_path, 1000, 29)
     q = entity_linking.read_pairs(tmp_path / "queries.txt")
     d = entity_linking.read_pairs(tmp_path / "dictionary.txt")
@@ -180,7 +181,7 @@ def test_report_pairs_the_two_models_query_by_query(tmp_path):
     for model, h in hits.items():
         d = tmp_path / "eval" / model / "el"
         d.mkdir(parents=True)
-        (d / "metrics.json").write_text(json.dumps({"kind": "entity_linking", "protocol": "p", "acc@1": sum(h) / 6,
+        (d / "results.json").write_text(json.dumps({"kind": "entity_linking", "protocol": "p", "acc@1": sum(h) / 6,
                                                     "acc@5": 1.0, "queries": 6, "dictionary_names": 9}))
         order = [5, 3, 1, 0, 2, 4] if model == "bali" else range(6)  # rows in another order: paired by query
         pl.DataFrame({"cui": [f"C{i}" for i in order], "query": [f"q{i}" for i in order],
@@ -189,4 +190,8 @@ def test_report_pairs_the_two_models_query_by_query(tmp_path):
     got = json.loads((tmp_path / "rep" / "compare.json").read_text())["el/bali"]["paired"]
     assert got["delta"] == pytest.approx(1 / 3) and (got["only_base"], got["only_aligned"]) == (1, 3)
     assert got["mcnemar_p"] == pytest.approx(0.625)
-    assert "| el | bali | acc@1 | 0.833 | +33.3" in (tmp_path / "rep" / "report.md").read_text()
+    text = (tmp_path / "rep" / "report.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| el | acc@1 |"))  # the headline, first
+    assert text.index(row) < text.index("## Details") and "| 0.500 [" in row and "| bali | 0.833 [" in row
+    assert "| +33.3 [" in row and row.endswith("| 0.62 |")
+    assert json.loads((tmp_path / "rep" / "summary.json").read_text())["el"]["delta"] == pytest.approx(1 / 3)

@@ -32,10 +32,12 @@ def sh(cwd, *cmd, env=None):
 
 
 def lock_outs(project: Path) -> dict[str, str]:
-    """{path: md5} of every output in dvc.lock that is data (metrics and plots hold timings)."""
+    """{path: md5} of every output in dvc.lock that is data (metrics, plots, stats and full results hold
+    timings)."""
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     return {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])
-            if not o["path"].endswith(("metrics.json", "compare.json")) and "plots" not in o["path"]}
+            if not o["path"].endswith(("metrics.json", "compare.json", "results.json", "stats.json"))
+            and "plots" not in o["path"]}
 
 
 def repro(project: Path, *args: str) -> list[str]:
@@ -74,8 +76,8 @@ def project(tmp_path_factory):
     d = copy_repo(tmp_path_factory.mktemp("wf") / "repo")
     inputs = d / "inputs"
     inputs.mkdir()
-    from bali import demo
-    terms = demo.parse_obo(demo.hp_obo_path())
+    from bali import demo, ontology
+    terms = ontology.parse_obo(ontology.hp_obo_path())
     demo.write_corpus(terms, inputs / "all.jsonl")
     (inputs / "corpus.jsonl").write_text("".join((inputs / "all.jsonl").read_text().splitlines(True)[:200]))
     (inputs / "all.jsonl").unlink()
@@ -99,9 +101,9 @@ def project(tmp_path_factory):
 
 def test_dag_runs_once_and_a_param_reruns_only_what_follows(project):
     assert (project / "reports" / "report.md").exists()
-    m = json.loads((project / "data" / "eval" / "bali" / "demo_el_test" / "metrics.json").read_text())
+    m = json.loads((project / "data" / "eval" / "bali" / "demo_el_test" / "results.json").read_text())
     assert m["queries"] == 500 and m["dictionary_names"] > 30000
-    h = json.loads((project / "data" / "eval" / "bali" / "hierarchy_held_out" / "metrics.json").read_text())
+    h = json.loads((project / "data" / "eval" / "bali" / "hierarchy_held_out" / "results.json").read_text())
     assert h["links"] == 1000
     assert repro(project) == []
     p = (project / "params.yaml").read_text()

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from bali.evaluation import finetune, inputs
+from bali.hf import load_pretrained
 from bali.evaluation.metrics import hoc_f1, macro_f1, micro_f1, multilabel_micro_f1, pearson
 
 METRICS = ("micro_f1", "accuracy", "macro_f1", "pearson", "multilabel_micro_f1", "hoc_f1")
@@ -182,9 +183,9 @@ class Classifier:
         torch.manual_seed(seed)  # the new head's initial weights
         hf_problem = {"single_label": "single_label_classification", "multi_hot": "multi_label_classification",
                       "multi_label": "multi_label_classification", "regression": "regression"}[self.problem]
-        model = AutoModelForSequenceClassification.from_pretrained(
-            self.model_dir, num_labels=len(self.labels), problem_type=hf_problem,
-            id2label=dict(enumerate(self.labels)), label2id=self.index)
+        model = load_pretrained(AutoModelForSequenceClassification, self.model_dir, finetune.HEAD_NOTE,
+                                num_labels=len(self.labels), problem_type=hf_problem,
+                                id2label=dict(enumerate(self.labels)), label2id=self.index)[0]
         select = (lambda m: dev_metric(self.predict(m, dev))) if self.p["select_best_on_dev"] and dev else None
         curve = finetune.train(model, train, self.collate, self.p, seed, self.device, desc=desc, dev_score=select)
         return model, curve
@@ -217,10 +218,11 @@ def runs_of(data: dict, p: dict) -> list[tuple[dict, list, list]]:
             for k, (tr, dv) in enumerate(folds) for s in p["seeds"]]
 
 
-def run(model_dir: str | Path, task_dir: str | Path, task: dict, p: dict, device: str, seed: int = 0):
+def run(ctx, task_dir: str | Path, task: dict, p: dict):
     """Fine-tune once per run (seed, or fold x seed); (metrics with mean ± std, test predictions of every run)."""
     import polars as pl
 
+    model_dir, device, seed = ctx.model_dir, ctx.device, ctx.seed
     p = finetune.task_params(p, task)
     metric = task["metric"]
     if metric not in METRICS:

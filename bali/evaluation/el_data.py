@@ -23,6 +23,8 @@ from pathlib import Path
 
 import polars as pl
 
+from bali import ontology
+
 GSC_LINE = re.compile(r"^\[(\d+)::(\d+)\]\t(\S+) \| (.*)$")
 MAX_REPORTED = 20
 
@@ -81,27 +83,6 @@ def read_pairs_queries(task_dir: Path, split: str | None) -> Queries:
     return Queries(_frame(range(len(cuis)), cuis, texts, sources), issues)
 
 
-def hpo_id_map(obo: Path) -> dict[str, str]:
-    """HP id -> the live HP id it stands for: itself, or through `alt_id` and `replaced_by`
-    (followed to the end of the chain) for alternative and obsolete ids."""
-    from bali.demo import parse_obo
-
-    terms = parse_obo(obo)
-    direct = {t.id: t.id for t in terms if not t.obsolete}
-    for t in terms:
-        for alt in t.alt_ids:
-            direct.setdefault(alt, t.id)
-        if t.obsolete and t.replaced_by:
-            direct[t.id] = t.replaced_by
-    out = {}
-    for start in direct:
-        cur, hops = start, 0
-        while direct.get(cur, cur) != cur and hops < 10:
-            cur, hops = direct[cur], hops + 1
-        out[start] = cur
-    return out
-
-
 def gsc_mentions(task_dir: Path, issues: Issues):
     """GSC+ gold mentions as (pmid, document text, start, end, HP id, text, file:line), in file order.
     A mention whose offsets do not slice its text is realigned when the text occurs exactly once in
@@ -151,7 +132,7 @@ def read_gsc(task_dir: Path, graph_dir: Path, obo: Path, sab: str = "HPO") -> Qu
     issues = Issues()
     codes = pl.read_parquet(graph_dir / "codes.parquet").filter(pl.col("sab") == sab)
     to_cui = dict(zip(codes["code"], codes["cui"]))
-    alias = hpo_id_map(obo)
+    alias = ontology.live_ids(ontology.parse_obo(obo))
     qids, cuis, texts, sources = [], [], [], []
     for _, _, _, _, hp, text, where in gsc_mentions(task_dir, issues):
         cui = to_cui.get(alias.get(hp, hp))

@@ -43,8 +43,10 @@ class Encoder:
     def __init__(self, model_dir: str | Path, p: dict, device: str = "cpu", cache_dir: str | Path | None = None):
         from transformers import AutoModel, AutoTokenizer
 
+        from bali.hf import load_pretrained
+
         self.model_dir, self.p, self.device = Path(model_dir), p, device
-        self.model = AutoModel.from_pretrained(model_dir).to(device)
+        self.model = load_pretrained(AutoModel, model_dir, "unused: vectors pool the last hidden states")[0].to(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.cache = Path(cache_dir) / model_key(model_dir, p, device) if cache_dir else None
         self.stats = {"texts_embedded": 0, "texts_from_cache": 0}

@@ -126,20 +126,19 @@ def load(task_dir: Path, task: dict, graph_dir: Path, obo: Path):
     return q, d_ids, d_texts, note
 
 
-def run(encoder, task_dir: str | Path, task: dict, p: dict, graph_dir: str | Path, obo: Path,
-        seen: set[str] | None = None) -> tuple[dict, "pl.DataFrame"]:
+def run(ctx, task_dir: str | Path, task: dict, p: dict) -> tuple[dict, "pl.DataFrame"]:
     """Rank the task's dictionary for each query; (metrics, per-query-part predictions).
-    `encoder`: bali.evaluation.embeddings.Encoder. `seen`: concepts the aligned model was
-    pre-trained on, to split the figures into seen / unseen. Graph-aware error figures when the
-    dictionary's ids are graph CUIs."""
+    `ctx`: a bali.evaluation.Context (its shared encoder, graph, hp.obo, and the concepts the model
+    was pre-trained on, which split the figures into seen / unseen). Graph-aware error figures when
+    the dictionary's ids are graph CUIs."""
     import time
 
     import polars as pl
 
     from bali.evaluation import graph_errors
 
-    task_dir, graph_dir = Path(task_dir), Path(graph_dir)
-    q, d_cuis, d_texts, note = load(task_dir, task, graph_dir, obo)
+    encoder, seen, task_dir, graph_dir = ctx.encoder(), ctx.seen_concepts(), Path(task_dir), ctx.graph_dir
+    q, d_cuis, d_texts, note = load(task_dir, task, graph_dir, ctx.obo if task.get("format") == "gsc" else None)
     frame = q.frame
     q_cuis, q_texts = frame["cui"].to_list(), frame["query"].to_list()
     t0 = time.perf_counter()

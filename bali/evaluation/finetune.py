@@ -12,6 +12,8 @@ from tqdm import tqdm
 
 SPLITS = {"train": ("train",), "dev": ("dev", "devel"), "test": ("test",)}
 
+HEAD_NOTE = "the task's head, trained by fine-tuning"
+
 
 def train(model, examples: list, collate, p: dict, seed: int, device: str, desc: str = "fine-tune",
           dev_score=None) -> list[float]:

@@ -33,8 +33,9 @@ def parent_ranks(vecs: torch.Tensor, child: np.ndarray, parent: np.ndarray) -> n
     return ranks
 
 
-def run(encoder, task_dir: str | Path, task: dict, p: dict) -> tuple[dict, pl.DataFrame]:
-    task_dir = Path(task_dir)
+def run(ctx, task_dir: str | Path, task: dict, p: dict) -> tuple[dict, pl.DataFrame]:
+    """The parent's rank for each link of the task's split; (metrics, per-link predictions)."""
+    encoder, task_dir = ctx.encoder(), Path(task_dir)
     split = task.get("split", "held_out")
     issues = Issues()
     cuis, names, _ = read_pairs_file(task_dir / "names.txt", issues)

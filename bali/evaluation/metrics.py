@@ -116,3 +116,15 @@ def hoc_f1(gold: list[set], pred: list[set], ids: list[str]) -> float:
         d[0].update(g)
         d[1].update(p)
     return multilabel_micro_f1([g for g, _ in docs.values()], [p for _, p in docs.values()])
+
+
+def runs_interval(values: list[float]) -> tuple[float, float]:
+    """95 % interval of the mean over independent runs (fine-tuning seeds, folds): mean ± t(0.975, n-1)
+    · std / sqrt(n); a single run has no spread to estimate, so its interval is the point itself."""
+    from scipy.stats import t
+
+    v = np.asarray(values, float)
+    if len(v) < 2:
+        return float(v.mean()), float(v.mean())
+    half = float(t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return float(v.mean()) - half, float(v.mean()) + half

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from bali.evaluation import finetune, inputs
+from bali.hf import load_pretrained
 from bali.evaluation.metrics import bootstrap_ci
 
 MEDMCQA_FIELDS = ("opa", "opb", "opc", "opd")
@@ -112,11 +113,12 @@ def collate_for(pad_id: int):
     return collate
 
 
-def run(model_dir: str | Path, task_dir: str | Path, task: dict, p: dict, device: str, seed: int = 0):
+def run(ctx, task_dir: str | Path, task: dict, p: dict):
     """One fine-tuning per seed; (metrics, test predictions of every seed)."""
     import polars as pl
     from transformers import AutoModelForMultipleChoice, AutoTokenizer
 
+    model_dir, device, seed = ctx.model_dir, ctx.device, ctx.seed
     p = finetune.task_params(p, task)
     problems = inputs.Problems(p["max_malformed_fraction"])
     data, source, notes = load(Path(task_dir), task, p, seed, problems)
@@ -140,7 +142,7 @@ def run(model_dir: str | Path, task_dir: str | Path, task: dict, p: dict, device
     scores, out_rows = {"dev": [], "test": []}, []
     for s in p["seeds"]:
         torch.manual_seed(s)
-        model = AutoModelForMultipleChoice.from_pretrained(model_dir)
+        model = load_pretrained(AutoModelForMultipleChoice, model_dir, finetune.HEAD_NOTE)[0]
         select = (lambda m: accuracy("dev", predict(m, "dev"))) if p["select_best_on_dev"] and enc["dev"] else None
         finetune.train(model, enc["train"], collate, p, s, device, desc=f"{task['name']} seed {s}", dev_score=select)
         if enc["dev"]:

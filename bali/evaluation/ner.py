@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from bali.evaluation import finetune
+from bali.hf import load_pretrained
 from bali.evaluation.metrics import entity_prf
 
 WORD = re.compile(r"\w+|[^\w\s]")
@@ -153,7 +154,7 @@ def load_splits(task_dir: Path, p: dict, stats: dict) -> dict[str, list]:
                 for s, f in files.items()}
 
 
-def run(model_dir: str | Path, task_dir: str | Path, p: dict, device: str, seed: int) -> tuple[dict, "pl.DataFrame"]:
+def run(ctx, task_dir: str | Path, task: dict, p: dict) -> tuple[dict, "pl.DataFrame"]:
     """Fine-tune once per seed in `p['seeds']`; (metrics with mean ± std, test predictions of every seed)."""
     import polars as pl
     from transformers import AutoModelForTokenClassification, AutoTokenizer
@@ -166,16 +167,16 @@ def run(model_dir: str | Path, task_dir: str | Path, p: dict, device: str, seed:
     if unknown:
         raise ValueError(f"{task_dir}: labels {sorted(unknown)} occur in dev/test but not in train")
     label_ids = {t: i for i, t in enumerate(labels)}
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok = AutoTokenizer.from_pretrained(ctx.model_dir)
     enc = {s: encode(tok, sents, label_ids, p["max_length"]) for s, sents in data.items()}
     truncated = sum(b["n_words"] > len({w for w in b["word_ids"] if w is not None}) for b in enc["test"])
     runs, rows = {"dev": [], "test": []}, []
     for s in p["seeds"]:
-        model = AutoModelForTokenClassification.from_pretrained(
-            model_dir, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label_ids)
-        finetune.train(model, enc["train"], collate, p, s, device, desc=f"NER seed {s}")
+        model = load_pretrained(AutoModelForTokenClassification, ctx.model_dir, finetune.HEAD_NOTE, num_labels=len(labels),
+                                id2label=dict(enumerate(labels)), label2id=label_ids)[0]
+        finetune.train(model, enc["train"], collate, p, s, ctx.device, desc=f"NER seed {s}")
         for split in ("dev", "test"):
-            pred = predict_tags(model, enc[split], labels, p["eval_batch_size"], device)
+            pred = predict_tags(model, enc[split], labels, p["eval_batch_size"], ctx.device)
             runs[split].append(entity_prf([t for _, t in data[split]], pred))
             if split == "test":
                 rows += [(s, i, words, gold, tags) for i, ((words, gold), tags) in enumerate(zip(data["test"], pred))]

@@ -103,10 +103,11 @@ def read_release(task_dir: Path, problems: inputs.Problems) -> tuple[dict, list[
     return rows, list(pqal), label, test_labels
 
 
-def run(model_dir: str | Path, task_dir: str | Path, task: dict, p: dict, device: str, seed: int = 0):
+def run(ctx, task_dir: str | Path, task: dict, p: dict):
     """One fine-tuning per official fold (the first `run_folds` of 10) and seed; (metrics, test predictions)."""
     import polars as pl
 
+    model_dir, device, seed = ctx.model_dir, ctx.device, ctx.seed
     p = finetune.task_params(p, task)
     problems = inputs.Problems(p["max_malformed_fraction"])
     rows, pmids, label, test_labels = read_release(Path(task_dir), problems)

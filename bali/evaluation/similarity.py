@@ -29,7 +29,9 @@ def read_pairs_csv(path: Path, issues: Issues) -> pl.DataFrame:
     return df.join(bad.select("line"), on="line", how="anti")
 
 
-def run(encoder, task_dir: str | Path, task: dict, p: dict, seed: int) -> tuple[dict, pl.DataFrame]:
+def run(ctx, task_dir: str | Path, task: dict, p: dict) -> tuple[dict, pl.DataFrame]:
+    """Spearman's rho with a bootstrap interval per *.csv of the task folder; (metrics, per-pair cosines)."""
+    encoder, seed = ctx.encoder(), ctx.seed
     files = sorted(Path(task_dir).glob("*.csv"))
     if not files:
         raise FileNotFoundError(f"{task_dir}: no *.csv files (Term1, Term2, Mean)")

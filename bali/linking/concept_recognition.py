@@ -21,7 +21,8 @@ from pathlib import Path
 
 import polars as pl
 
-from bali.evaluation.el_data import Issues, gsc_live_id, gsc_mentions, hpo_id_map
+from bali import ontology
+from bali.evaluation.el_data import Issues, gsc_live_id, gsc_mentions
 from bali.linking.pretagged import id_table
 
 SPAN = ["doc_id", "start", "end", "cui"]
@@ -31,7 +32,7 @@ def gsc_to_pubtator(gsc_dir: Path, obo: Path, out_file: Path, documents: set[str
     """GSC+ as one PubTator file: an empty title, the text as abstract (so offsets move by the one
     space the corpus reader puts between title and abstract), ids as live `HP:` ids."""
     issues = Issues()
-    alias = hpo_id_map(obo)
+    alias = ontology.live_ids(ontology.parse_obo(obo))
     docs: dict[str, tuple[str, list]] = {}
     for pmid, text, start, end, hp, mention, where in gsc_mentions(gsc_dir, issues):
         if documents is None or pmid in documents:

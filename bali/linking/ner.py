@@ -31,7 +31,10 @@ class Tagger:
     def __init__(self, model: str | Path, batch_size: int, max_length: int, device: str):
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-        self.model = AutoModelForTokenClassification.from_pretrained(model).to(device).eval()
+        from bali.hf import quiet
+
+        with quiet():
+            self.model = AutoModelForTokenClassification.from_pretrained(model).to(device).eval()
         self.tok = AutoTokenizer.from_pretrained(model)
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         self.batch_size, self.max_length, self.device = batch_size, max_length, device

@@ -87,18 +87,13 @@ def gold(folder: Path, p: dict) -> tuple[dict, dict]:
 def fine_tune(base: str | Path, data: dict, p: dict, seed: int, device: str):
     """(model, tokenizer, dev figures): the base LM with a fresh token-classification head."""
     from transformers import AutoModelForTokenClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+
+    from bali.hf import load_pretrained
 
     ids = {t: i for i, t in enumerate(LABELS)}
     tok = AutoTokenizer.from_pretrained(base)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the fresh head is meant: no "newly initialized" table
-    try:
-        model = AutoModelForTokenClassification.from_pretrained(
-            base, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)), label2id=ids)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    print(f"ner_model: {base} with a fresh {len(LABELS)}-label token-classification head")
+    model, _ = load_pretrained(AutoModelForTokenClassification, base, "the tagger's head is trained here",
+                               num_labels=len(LABELS), id2label=dict(enumerate(LABELS)), label2id=ids)
     enc = {s: ner.encode(tok, sents, ids, p["max_length"]) for s, sents in data.items()}
     finetune.train(model, enc["train"], ner.collate, p, seed, device, desc="ner_model")
     pred = ner.predict_tags(model, enc["dev"], LABELS, p["eval_batch_size"], device) if enc["dev"] else []
