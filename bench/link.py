@@ -46,7 +46,7 @@ def child(code: str) -> dict:
 
 
 LINK = dict(method="dictionary", ambiguity="all", abbreviations=True, min_name_length=3, max_name_tokens=12,
-            stopwords=[], exclude_names=[], pretagged_sources={}, pretagged_keep_prefix=[])
+            stopwords=[], exclude_names=[], semantic_types=[], pretagged_sources={}, pretagged_keep_prefix=[])
 
 
 def quality(work: Path) -> dict:

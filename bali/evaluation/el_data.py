@@ -83,15 +83,10 @@ def read_pairs_queries(task_dir: Path, split: str | None) -> Queries:
     return Queries(_frame(range(len(cuis)), cuis, texts, sources), issues)
 
 
-def read_gsc(task_dir: Path, graph_dir: Path, obo: Path, sab: str = "HPO") -> Queries:
-    """GSC+ mentions with HPO ids mapped to graph CUIs. A mention whose offsets do not slice its
-    text is realigned when the text occurs exactly once in the document (case-insensitive), else
-    dropped; both are counted and reported with file and line."""
-    issues = Issues()
-    codes = pl.read_parquet(graph_dir / "codes.parquet").filter(pl.col("sab") == sab)
-    to_cui = dict(zip(codes["code"], codes["cui"]))
-    alias = ontology.live_ids(ontology.parse_obo(obo))
-    qids, cuis, texts, sources = [], [], [], []
+def gsc_mentions(task_dir: Path, issues: Issues):
+    """GSC+ gold mentions as (pmid, document text, start, end, HP id, text, file:line), in file order.
+    A mention whose offsets do not slice its text is realigned when the text occurs exactly once in
+    the document (case-insensitive), else dropped; both are counted and reported with file and line."""
     ann_files = sorted((task_dir / "ann").iterdir()) if (task_dir / "ann").is_dir() else []
     if not ann_files:
         raise FileNotFoundError(f"{task_dir}/ann: no annotation files (expected GSC+'s corpus/ and ann/)")
@@ -119,18 +114,36 @@ def read_gsc(task_dir: Path, graph_dir: Path, obo: Path, sab: str = "HPO") -> Qu
                     issues.add("offsets_misaligned_dropped", where, f"{text!r} at [{start}:{end}] ({len(hits)} matches)")
                     continue
                 issues.add("offsets_misaligned_realigned", where, f"{text!r} [{start}:{end}] -> [{hits[0]}:{hits[0] + len(text)}]")
-                text = doc[hits[0]:hits[0] + len(text)]
-            live = alias.get(hp, hp)
-            cui = to_cui.get(live)
-            if cui is None:
-                issues.add("id_not_in_graph", where, hp)
-                continue
-            if live != hp:
-                issues.add("id_mapped_through_obo", where, f"{hp} -> {live}")
-            qids.append(len(qids))
-            cuis.append(cui)
-            texts.append(text)
-            sources.append(where)
+                start, end = hits[0], hits[0] + len(text)
+                text = doc[start:end]
+            yield ann.name, doc, start, end, hp, text, where
+
+
+def gsc_live_id(hp: str, alias: dict, where: str, issues: Issues) -> str:
+    """The live HP id of a gold id (through hp.obo's alt_id / replaced_by), counted when it differs."""
+    live = alias.get(hp, hp)
+    if live != hp:
+        issues.add("id_mapped_through_obo", where, f"{hp} -> {live}")
+    return live
+
+
+def read_gsc(task_dir: Path, graph_dir: Path, obo: Path, sab: str = "HPO") -> Queries:
+    """GSC+ mentions (`gsc_mentions`) with HPO ids mapped to graph CUIs."""
+    issues = Issues()
+    codes = pl.read_parquet(graph_dir / "codes.parquet").filter(pl.col("sab") == sab)
+    to_cui = dict(zip(codes["code"], codes["cui"]))
+    alias = ontology.live_ids(ontology.parse_obo(obo))
+    qids, cuis, texts, sources = [], [], [], []
+    for _, _, _, _, hp, text, where in gsc_mentions(task_dir, issues):
+        cui = to_cui.get(alias.get(hp, hp))
+        if cui is None:
+            issues.add("id_not_in_graph", where, hp)
+            continue
+        gsc_live_id(hp, alias, where, issues)
+        qids.append(len(qids))
+        cuis.append(cui)
+        texts.append(text)
+        sources.append(where)
     return Queries(_frame(qids, cuis, texts, sources), issues)
 
 

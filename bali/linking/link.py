@@ -25,21 +25,26 @@ def shard_names(corpus_dir: Path) -> list[str]:
 def dictionary_mentions(index: DictionaryIndex, sentences: pl.DataFrame, documents: pl.DataFrame, nodes_cui,
                         p: dict, stats: dict) -> pl.DataFrame:
     texts = sentences["text"].to_list()
-    spans: dict[tuple[int, int, int], tuple] = {}  # (row, start, end) -> (node ids, method)
+    spans: dict[tuple[int, int, int], tuple] = {}  # (row, start, end) -> (node ids, method, score)
     for m in index.match(texts):
         ids, ambiguous = index.concepts(m.key, p["ambiguity"])
         stats["ambiguous_mentions"] += int(ambiguous)
-        spans[(m.sentence, m.start, m.end)] = (ids, "dictionary")
+        spans[(m.sentence, m.start, m.end)] = (ids, "dictionary", 1.0)
     if p["abbreviations"]:
         add_abbreviations(spans, sentences, documents, stats)
-    rows = [(r, s, e, int(n), method) for (r, s, e), (ids, method) in spans.items() for n in ids]
+    return spans_frame(spans, sentences, nodes_cui)
+
+
+def spans_frame(spans: dict, sentences: pl.DataFrame, nodes_cui) -> pl.DataFrame:
+    """Mention rows (MENTION_SCHEMA) of {(sentence row, start, end): (node ids, method, score)}."""
+    rows = [(r, s, e, int(n), method, score) for (r, s, e), (ids, method, score) in spans.items() for n in ids]
     frame = pl.DataFrame(rows, schema={"row": pl.Int64, "start": pl.Int32, "end": pl.Int32, "node_id": pl.UInt32,
-                                       "method": pl.String}, orient="row").sort("row", "start", "node_id")
+                                       "method": pl.String, "score": pl.Float32}, orient="row")
+    frame = frame.sort("row", "start", "node_id")
     sent = sentences.select("doc_id", "sent_id", "text").with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
     return (frame.join(sent, on="row").with_columns(text=pl.col("text").str.slice(pl.col("start"),
                                                                                    pl.col("end") - pl.col("start")),
-                                                    cui=pl.lit(nodes_cui).gather(pl.col("node_id")),
-                                                    score=pl.lit(1.0, dtype=pl.Float32))
+                                                    cui=pl.lit(nodes_cui).gather(pl.col("node_id")))
             .select(*MENTION_SCHEMA))
 
 
@@ -47,7 +52,7 @@ def add_abbreviations(spans: dict, sentences: pl.DataFrame, documents: pl.DataFr
     """Short forms of abbreviations defined in a document take their long form's concepts; a longer
     match that already covers a short form keeps it."""
     by_row: dict[int, list] = {}
-    for (r, a, b), (ids, _) in spans.items():
+    for (r, a, b), (ids, *_) in spans.items():
         by_row.setdefault(r, []).append((a, b, ids))
     doc_rows: dict[str, list] = {}
     for row, doc_id, s, e in sentences.select("doc_id", "start", "end").with_row_index("row").iter_rows():
@@ -61,16 +66,28 @@ def add_abbreviations(spans: dict, sentences: pl.DataFrame, documents: pl.DataFr
             home = next(((row, s) for row, s, e in sents if s <= a and b <= e), None)
             if home is None or any(x <= a and b <= y and (x, y) != (a, b) for x, y in linked):
                 continue
-            spans[(home[0], a - home[1], b - home[1])] = (ids, "abbreviation")
+            spans[(home[0], a - home[1], b - home[1])] = (ids, "abbreviation", 1.0)
             stats["abbreviation_mentions"] += 1
 
 
+def typed_nodes(nodes: pl.DataFrame, semantic_types: list[str]) -> pl.DataFrame:
+    """The nodes with at least one of the semantic types (TUIs); every node when the list is empty."""
+    if not semantic_types:
+        return nodes
+    return nodes.filter(pl.col("semantic_types").list.eval(pl.element().is_in(semantic_types)).list.any())
+
+
 def link(graph_dir: Path, corpus_dir: Path, out_dir: Path, p: dict) -> dict:
-    nodes = pl.read_parquet(graph_dir / "nodes.parquet")
+    all_nodes = pl.read_parquet(graph_dir / "nodes.parquet")
+    # The dictionary and ner methods match only names of kept concepts (a longer name of a dropped
+    # type must not hide a kept one inside it); the others drop what they link outside the types.
+    nodes = typed_nodes(all_nodes, p["semantic_types"])
+    kept = None if nodes.height == all_nodes.height else nodes["node_id"]
     method = p["method"]
     stats = {"method": method, "sentences": 0, "sentences_with_mention": 0, "mentions": 0, "mention_rows": 0,
              "distinct_concepts": 0, "ambiguous_mentions": 0, "abbreviation_mentions": 0, "by_method": {},
-             "ids_not_linked": {}, "mentions_across_sentences": 0}
+             "ids_not_linked": {}, "mentions_across_sentences": 0, "dropped_by_semantic_type": 0,
+             "concepts_of_kept_types": nodes.height}
     if method == "dictionary":
         index = DictionaryIndex(nodes, p["min_name_length"], p["max_name_tokens"], p["stopwords"], p["exclude_names"])
         stats["dictionary"] = index.stats
@@ -78,22 +95,39 @@ def link(graph_dir: Path, corpus_dir: Path, out_dir: Path, p: dict) -> dict:
         codes = pl.read_parquet(graph_dir / "codes.parquet")
     elif method == "scispacy":
         from bali.linking import scispacy_linker
-        linker = scispacy_linker.Linker(nodes, Path(p["scispacy"]["kb_dir"]), p["scispacy"])
+        linker = scispacy_linker.Linker(all_nodes, Path(p["scispacy"]["kb_dir"]), p["scispacy"])
+    elif method == "ner":
+        import torch
+
+        from bali.linking.ner import NerLinker
+        tagger = NerLinker(nodes, p, "cuda" if torch.cuda.is_available() else "cpu")
+        stats.update(ner_spans=0, ner_linked_by_name=0, ner_linked_by_embedding=0, ner_spans_unlinked=0,
+                     ner_index_seconds=tagger.index_seconds, ner_tagging_seconds=0.0, ner_linking_seconds=0.0)
     else:
-        raise ValueError(f"link.method must be dictionary, scispacy or pretagged, not {method!r}")
+        raise ValueError(f"link.method must be dictionary, scispacy, pretagged or ner, not {method!r}")
     concepts = set()
     (out_dir / "mentions.parquet").mkdir()
     for name in tqdm(shard_names(corpus_dir), desc=f"link ({method})", unit="shard", disable=None):
         sentences = pl.read_parquet(corpus_dir / "sentences.parquet" / f"{name}.parquet")
         if method == "dictionary":
             documents = pl.read_parquet(corpus_dir / "documents.parquet" / f"{name}.parquet")
-            found = dictionary_mentions(index, sentences, documents, nodes["cui"], p, stats)
+            found = dictionary_mentions(index, sentences, documents, all_nodes["cui"], p, stats)
+        elif method == "ner":
+            spans = tagger.spans(sentences["text"].to_list(), p["ambiguity"], stats)
+            if p["abbreviations"]:
+                documents = pl.read_parquet(corpus_dir / "documents.parquet" / f"{name}.parquet")
+                add_abbreviations(spans, sentences, documents, stats)
+            found = spans_frame(spans, sentences, all_nodes["cui"])
         elif method == "pretagged":
             annotations = pl.read_parquet(corpus_dir / "annotations.parquet" / f"{name}.parquet")
-            found = pretagged.mentions(annotations, sentences, nodes, codes, p["pretagged_sources"],
+            found = pretagged.mentions(annotations, sentences, all_nodes, codes, p["pretagged_sources"],
                                        p["pretagged_keep_prefix"], stats).cast(MENTION_SCHEMA)
         else:
             found = linker.mentions(sentences, stats)
+        if kept is not None and method not in ("dictionary", "ner"):
+            before = found.height
+            found = found.filter(pl.col("node_id").is_in(kept.implode()))
+            stats["dropped_by_semantic_type"] += before - found.height
         found = found.sort("doc_id", "sent_id", "start", "end", "node_id")  # joins above need not keep order
         found.write_parquet(out_dir / "mentions.parquet" / f"{name}.parquet", compression="zstd")
         stats["sentences"] += sentences.height
