@@ -11,6 +11,7 @@ import torch
 import yaml
 from transformers import AutoModel, BertConfig, BertForMaskedLM
 
+from bali.checkpoints import checkpoints
 from bali.data.batches import AlignmentBatches, TrainingData
 from bali.training import make_loader, to_device, train
 from conftest import ROOT, make_dataset
@@ -41,9 +42,9 @@ def test_resume_gives_the_same_weights(setup, monkeypatch):
     # resumed with other values of params that do not change training: still resumed
     resumed = train(ds, tmp / "run-b", {**p, "workers": 1, "checkpoint_every": 5, "eval_every": 0}, str(tmp / "lm"))
     assert same_weights(whole, resumed)
-    assert torch.load(tmp / "run-b" / "checkpoint.pt", weights_only=True)["step"] == 6
+    assert [step for step, _ in checkpoints(tmp / "run-b")] == [6, 5]  # the newest keep_checkpoints (2)
     train(ds, tmp / "run-b", {**p, "lm_lr": 5e-4, "max_steps": 2}, str(tmp / "lm"))  # other params: not resumed
-    assert torch.load(tmp / "run-b" / "checkpoint.pt", weights_only=True)["step"] == 2
+    assert [step for step, _ in checkpoints(tmp / "run-b")] == [2]
     # the sampler starts after the checkpoint's batches: only steps 3 to 6 are built
     train(ds, tmp / "run-c", p, str(tmp / "lm"), stop_after=3)
     built = []
