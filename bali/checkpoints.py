@@ -153,8 +153,10 @@ def _choose(run_dir: Path, key: str) -> tuple[Resume | None, str | None]:
         state, digest_or_why = _verify(path, key)
         if state is not None:
             return Resume(step, path.name, state), digest_or_why
-        print(f"pretrain: checkpoint {path} {digest_or_why}; removed, trying the previous one", file=sys.stderr)
+        print(f"pretrain: checkpoint {path} {digest_or_why}; removed", file=sys.stderr)
         remove(path)
+        if not checkpoints(run_dir):
+            print(f"pretrain: no good checkpoint left in {run_dir}; starting afresh", file=sys.stderr)
     return None, None
 
 

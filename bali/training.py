@@ -157,9 +157,10 @@ def rng_state(device: torch.device) -> dict:
     return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
-def save_checkpoint(run_dir: Path, key: str, model, opt, sched, epoch: int, done: int, step: int,
+def save_checkpoint(run_dir: Path, key: str, model, opt, sched, epoch: int, done: int, tokens: tuple, step: int,
                     device: torch.device, rank: int, world_size: int, record: checkpoints.Record, keep: int) -> None:
-    """Collective under DDP: every rank's RNG state is gathered; rank 0 writes."""
+    """Collective under DDP: every rank's RNG state is gathered; rank 0 writes. `tokens`: the epoch's
+    real and padded token counts so far (its logged token efficiency goes on from them)."""
     states = [rng_state(device)]
     if world_size > 1:
         import torch.distributed as dist
@@ -170,7 +171,7 @@ def save_checkpoint(run_dir: Path, key: str, model, opt, sched, epoch: int, done
         return
     checkpoints.save(run_dir, step, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                      "scheduler": sched.state_dict(), "rng": states, "epoch": epoch,
-                                     "batches_done": done, "step": step, "key": key, "record": record.state()}, keep)
+                                     "batches_done": done, "tokens": [int(t) for t in tokens], "step": step, "key": key, "record": record.state()}, keep)
 
 
 def restore_rng(states: list, device: torch.device, rank: int) -> None:
@@ -213,7 +214,7 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
     per_epoch = len(sampler) // p["grad_accum"]
     total = min(p["max_steps"], per_epoch * p["epochs"]) if p["max_steps"] else per_epoch * p["epochs"]
     model = build_model(p, lm_path, verbose=rank == 0)
-    step, epoch, done = 0, 0, 0
+    step, epoch, done, tokens = 0, 0, 0, (0, 0)
     key = run_key(p, dataset_dir, lm_path)
     resume = checkpoints.resume_point(run_dir, key, rank, world_size)
     state = resume.state if resume is not None else None
@@ -228,7 +229,7 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         restore_rng(state["rng"], device, rank)
-        step, epoch, done = state["step"], state["epoch"], state["batches_done"]
+        step, epoch, done, tokens = state["step"], state["epoch"], state["batches_done"], state["tokens"]
         del state
         if rank == 0:
             print(f"pretrain: resumed from step {step} of {total} (checkpoint {run_dir / resume.name})", file=sys.stderr)
@@ -277,7 +278,8 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
     non_blocking = device.type == "cuda" and p["pin_memory"]
     while step < total:
         sampler.set_epoch(epoch, start=done)  # a resumed epoch starts at its next batch
-        t0, seen, real, padded, losses = time.perf_counter(), 0, 0, 0, None
+        t0, seen, losses = time.perf_counter(), 0, None
+        (real, padded), tokens = tokens, (0, 0)  # a resumed epoch counts on from its checkpoint
         for i, batch in enumerate(dl, start=done):
             batch = to_device(batch, device, non_blocking=non_blocking)
             boundary = (i + 1) % p["grad_accum"] == 0
@@ -306,7 +308,7 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
                 if live is not None:
                     live.next_step()
             if step % p["checkpoint_every"] == 0 or step == total:
-                save_checkpoint(run_dir, key, model, opt, sched, epoch, done, step, device, rank, world_size,
+                save_checkpoint(run_dir, key, model, opt, sched, epoch, done, (real, padded), step, device, rank, world_size,
                                 record, p["keep_checkpoints"])
             if step >= total or (stop_after is not None and step >= stop_after):
                 bar.close()
