@@ -87,8 +87,11 @@ def snapshot(project: Path, paths: list[str]) -> dict[str, str]:
 
 def stray(project: Path, paths: list[str]) -> list[str]:
     """Temporary files of an interrupted atomic write left beside or inside the outputs."""
-    dirs = {(project / p).parent for p in paths} | {project / p for p in paths if (project / p).is_dir()}
-    return sorted(str(f.relative_to(project)) for d in dirs if d.is_dir() for f in d.rglob("*") if ".tmp" in f.name)
+    found = set()
+    for p in map(project.joinpath, paths):
+        found |= {f for f in (p.rglob("*") if p.is_dir() else p.parent.glob(f".{p.name}.tmp*")) if ".tmp" in f.name}
+        found |= {f for f in p.parent.glob(".tmp-*")}  # atomic_outputs' scratch beside file outputs
+    return sorted(str(f.relative_to(project)) for f in found)
 
 
 def start(project: Path, *cmd, env=None, **kw):
@@ -120,7 +123,7 @@ class Row:
     def check(self, project, paths, reference, after_kill: bool) -> None:
         now = snapshot(project, paths)
         bad = [f for f, h in now.items() if reference.get(f) != h]
-        left = stray(project, paths)
+        left = [] if after_kill else stray(project, paths)  # a killed run's scratch must be gone after the rerun
         self.stray += len(left)
         if after_kill:  # present files must be whole; missing ones are rebuilt by the rerun
             self.differed += len(bad)
@@ -153,11 +156,16 @@ def rerun(row: Row, project: Path, stage: str, paths, reference) -> None:
 def stage_kills(project: Path, stage: str, seconds: float, kills: int, rng: random.Random) -> Row:
     row, paths = Row(stage), out_paths(project, stage)
     reference = snapshot(project, paths)
-    for _ in range(kills):
-        at = time.monotonic() + rng.uniform(0.1, 0.95) * seconds
+    for _ in range(kills + 2):  # a run that ends before its kill sets the time scale for the next one
+        if row.faults == kills:
+            break
+        t0 = time.monotonic()
+        at = t0 + rng.uniform(0.1, 0.95) * seconds
         if kill_when(start(project, *repro(project, stage)), lambda: time.monotonic() >= at):
             row.faults += 1
             row.check(project, paths, reference, after_kill=True)
+        else:
+            seconds = time.monotonic() - t0
     rerun(row, project, stage, paths, reference)
     return row
 
