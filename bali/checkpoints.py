@@ -46,12 +46,16 @@ class _HashingWriter:
     """A file that hashes what torch.save streams through it (no second read of a multi-GB file)."""
 
     def __init__(self, f):
-        self.f, self.sha, self.bytes = f, hashlib.sha256(), 0
+        self.f, self.sha, self.bytes, self.error = f, hashlib.sha256(), 0, None
 
     def write(self, b) -> int:
         self.sha.update(b)
         self.bytes += len(b)
-        return self.f.write(b)
+        try:
+            return self.f.write(b)
+        except OSError as e:  # torch reports it as its own RuntimeError; keep the OS's reason for the message
+            self.error = e
+            raise
 
     def flush(self) -> None:
         self.f.flush()
@@ -93,12 +97,12 @@ def save(run_dir: Path, step: int, state: dict, keep: int) -> Path:
     an OSError that names the checkpoint."""
     run_dir = Path(run_dir)
     path = run_dir / name_for(step)
-    hashed = {}
+    hashed, writer = {}, []
 
     def write_state(f):
-        w = _HashingWriter(f)
-        torch.save(state, w)
-        hashed.update(bytes=w.bytes, sha256=w.sha.hexdigest())
+        writer.append(_HashingWriter(f))
+        torch.save(state, writer[0])
+        hashed.update(bytes=writer[0].bytes, sha256=writer[0].sha.hexdigest())
 
     try:
         _write_synced(path, write_state)
@@ -107,7 +111,8 @@ def save(run_dir: Path, step: int, state: dict, keep: int) -> Path:
         _fsync_dir(run_dir)
     except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as a RuntimeError
         remove(path)
-        raise OSError(f"cannot write checkpoint {path}: {e} (is the disk full?)") from e
+        cause = (writer[0].error if writer else None) or e
+        raise OSError(f"cannot write checkpoint {path}: {cause} (is the disk full?)") from e
     for _, old in checkpoints(run_dir)[max(keep, 1):]:
         remove(old)
     return path

@@ -27,6 +27,7 @@ stray temporary files) and a final JSON line.
 import argparse
 import hashlib
 import json
+import logging
 import os
 import random
 import resource
@@ -228,6 +229,7 @@ def push_pull(project: Path, work: Path, rng: random.Random) -> Row:
     from moto.server import ThreadedMotoServer
 
     row = Row("dvc push / pull")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
