@@ -25,17 +25,19 @@ def write_json(path: str | Path, obj) -> Path:
 
 
 def _abandoned(scratch: Path) -> bool:
-    """A `.tmp-<pid>` scratch whose process no longer runs (killed before it could clean up)."""
+    """A `.tmp-<pid>` scratch whose process no longer runs (killed before it could clean up; a
+    killed process not yet reaped by its parent is a zombie and counts as gone)."""
+    import psutil
+
     pid = scratch.name.rsplit("-", 1)[-1]
     if not pid.isdigit():
         return False
     try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
+        return psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return True
-    except PermissionError:
+    except psutil.AccessDenied:
         return False
-    return False
 
 
 @contextlib.contextmanager

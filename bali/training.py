@@ -34,8 +34,8 @@ from bali.modeling.model import BaliModel
 LOSSES = ("loss", "mlm", "contrastive", "name", "synonym", "link")
 # Where and how fast a run goes, and what it logs, not what it trains: a checkpoint made with other
 # values of these is resumed.
-NOT_IN_RUN_KEY = ("workers", "checkpoint_every", "keep_checkpoints", "checkpoint_dir", "dvclive_dir", "eval_every", "eval_task",
-                  "val_batches", "device", "tf32", "fused_adamw", "compile", "pin_memory")
+NOT_IN_RUN_KEY = ("workers", "checkpoint_every", "keep_checkpoints", "checkpoint_dir", "dvclive_dir", "eval_every",
+                  "eval_task", "val_batches", "device", "tf32", "fused_adamw", "compile", "pin_memory")
 
 
 def to_device(obj, device: torch.device, non_blocking: bool = False):
@@ -171,7 +171,8 @@ def save_checkpoint(run_dir: Path, key: str, model, opt, sched, epoch: int, done
         return
     checkpoints.save(run_dir, step, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                      "scheduler": sched.state_dict(), "rng": states, "epoch": epoch,
-                                     "batches_done": done, "tokens": [int(t) for t in tokens], "step": step, "key": key, "record": record.state()}, keep)
+                                     "batches_done": done, "tokens": [int(t) for t in tokens], "step": step,
+                                     "key": key, "record": record.state()}, keep)
 
 
 def restore_rng(states: list, device: torch.device, rank: int) -> None:

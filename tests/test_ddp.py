@@ -5,7 +5,6 @@ contributes 0 (not NaN), and the logged loss is the one-process loss. Two "nodes
 launchers over localhost) with node-local checkpoint folders, killed and run again, resume on both
 nodes from rank 0's checkpoint and end with the uninterrupted run's weights."""
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -103,6 +102,23 @@ def test_a_rank_without_masked_tokens_gives_the_one_process_loss(tmp_path):
     assert torch.allclose(two["grad"], grad, rtol=1e-3, atol=1e-6)
 
 
+def kill_trees(procs) -> None:
+    """SIGKILL each launcher and every process under it (torchrun's workers run in their own sessions)."""
+    import psutil
+
+    tree = []
+    for proc in procs:
+        try:
+            tree += [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+    for q in tree:
+        try:
+            q.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 def two_nodes(ds, out, port, ckpt, live, lm, stop_at_checkpoint=None, **pretrain):
     """`torchrun --nnodes 2 --node-rank R --nproc-per-node 1` twice over localhost (gloo), each node
     with its own checkpoint folder (ckpt/node<R>). With `stop_at_checkpoint`, both launchers are
@@ -122,15 +138,12 @@ def two_nodes(ds, out, port, ckpt, live, lm, stop_at_checkpoint=None, **pretrain
         deadline = time.monotonic() + 300
         while not mark.exists() and time.monotonic() < deadline and procs[0].poll() is None:
             time.sleep(0.01)
-        for proc in procs:
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill_trees(procs)
     try:
         for proc in procs:
             proc.wait(timeout=300)  # a node left waiting in collectives the other never enters fails here
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+        kill_trees([proc for proc in procs if proc.poll() is None])
     errs = [(out.parent / f"{out.name}-node{node}.log").read_text() for node in (0, 1)]
     if stop_at_checkpoint is None:
         assert all(proc.returncode == 0 for proc in procs), errs[0][-3000:] + errs[1][-3000:]
