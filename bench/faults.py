@@ -256,6 +256,12 @@ def push_pull(project: Path, work: Path, rng: random.Random) -> Row:
             row.survived += r.returncode == 0
             if r.returncode:
                 row.notes.append(f"{cmd[1]} rerun failed: {r.stderr.strip().splitlines()[-1:]}")
+            # DVC's own check of the remote; an interrupted push has been seen to need a second push
+            while cmd[1] == "push" and "in sync" not in sh(project, "dvc", "status", "-c", env=env):
+                row.notes.append("remote not in sync after the rerun push: pushed again")
+                if len(row.notes) > 3:
+                    break
+                subprocess.run(cmd, cwd=cwd, env={**ENV, **env}, capture_output=True, text=True)
         # the stage-by-stage reruns above leave downstream stages stale in the project itself: same status, not "up to date"
         status, expected = sh(clone, "dvc", "status", env=env), sh(project, "dvc", "status", env=env)
         lock = yaml.safe_load((project / "dvc.lock").read_text())
