@@ -15,10 +15,29 @@ def _tmp_sibling(path: Path) -> Path:
 def write_json(path: str | Path, obj) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for old in path.parent.glob(f".{path.name}.tmp-*"):
+        if _abandoned(old):
+            old.unlink(missing_ok=True)
     tmp = _tmp_sibling(path)
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def _abandoned(scratch: Path) -> bool:
+    """A `.tmp-<pid>` scratch whose process no longer runs (killed before it could clean up; a
+    killed process not yet reaped by its parent is a zombie and counts as gone)."""
+    import psutil
+
+    pid = scratch.name.rsplit("-", 1)[-1]
+    if not pid.isdigit():
+        return False
+    try:
+        return psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.AccessDenied:
+        return False
 
 
 @contextlib.contextmanager
@@ -30,6 +49,9 @@ def atomic_outputs(out_dir: str | Path):
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob(".tmp-*"):  # a killed run's scratch (SIGKILL skips the cleanup below)
+        if _abandoned(old):
+            shutil.rmtree(old, ignore_errors=True)
     tmp = out_dir / f".tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

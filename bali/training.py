@@ -9,8 +9,10 @@ only (no-ops on the CPU): TF32 matmuls, fused AdamW, `torch.compile` of the LM (
 batches are padded to their own longest sentence), pinned batches with non-blocking copies.
 
 Resuming is the training code's job: a checkpoint holds the model, optimiser, scheduler, every
-rank's CPU and CUDA RNG state and the data position (epoch, batches done). Batches are fixed by
-(seed, epoch, batch number), so the sampler starting at the next batch replays the same data.
+rank's CPU and CUDA RNG state, the data position (epoch, batches done) and the points logged so far.
+Batches are fixed by (seed, epoch, batch number), so the sampler starting at the next batch replays
+the same data. How checkpoints are written, verified and chosen (on rank 0, for every rank):
+`bali.checkpoints`. Logged points carry their optimiser step (0 = before the first step).
 """
 from __future__ import annotations
 
@@ -26,18 +28,18 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from bali import checkpoints
 from bali.data.batches import TrainingData, loader
 from bali.modeling.model import BaliModel
 
-CHECKPOINT = "checkpoint.pt"
 LOSSES = ("loss", "mlm", "contrastive", "name", "synonym", "link")
 # logged beside the losses, not optimised: how far the graph vector is from the target's own name
 # vector (the model's `graph_name_figures`; NaN for the linear graph, which has no name vector)
 LOGGED = LOSSES + ("encoder_share", "graph_name_cosine")
 # Where and how fast a run goes, and what it logs, not what it trains: a checkpoint made with other
 # values of these is resumed.
-NOT_IN_RUN_KEY = ("workers", "checkpoint_every", "checkpoint_dir", "dvclive_dir", "eval_every", "eval_task",
-                  "val_batches", "device", "tf32", "fused_adamw", "compile", "pin_memory")
+NOT_IN_RUN_KEY = ("workers", "checkpoint_every", "keep_checkpoints", "checkpoint_dir", "dvclive_dir", "eval_every",
+                  "eval_task", "val_batches", "device", "tf32", "fused_adamw", "compile", "pin_memory")
 
 
 def to_device(obj, device: torch.device, non_blocking: bool = False):
@@ -179,7 +181,7 @@ def run_key(p: dict, dataset_dir: Path, lm_path: str) -> str:
     the base model and the checkpoint format."""
     stats = (Path(dataset_dir) / "stats.json").read_text() if (Path(dataset_dir) / "stats.json").exists() else ""
     kept = {k: v for k, v in p.items() if k not in NOT_IN_RUN_KEY}
-    return json.dumps({"params": kept, "dataset": stats, "lm": str(lm_path), "format": 2}, sort_keys=True)
+    return json.dumps({"params": kept, "dataset": stats, "lm": str(lm_path), "format": 3}, sort_keys=True)
 
 
 def forward_backward(wrapped, batch: dict, device: torch.device, accumulate: int) -> dict:
@@ -218,9 +220,10 @@ def rng_state(device: torch.device) -> dict:
     return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
-def save_checkpoint(path: Path, key: str, model, opt, sched, epoch: int, done: int, step: int,
-                    device: torch.device, rank: int, world_size: int) -> None:
-    """Collective under DDP: every rank's RNG state is gathered; rank 0 writes."""
+def save_checkpoint(run_dir: Path, key: str, model, opt, sched, epoch: int, done: int, tokens: tuple, step: int,
+                    device: torch.device, rank: int, world_size: int, record: checkpoints.Record, keep: int) -> None:
+    """Collective under DDP: every rank's RNG state is gathered; rank 0 writes. `tokens`: the epoch's
+    real and padded token counts so far (its logged token efficiency goes on from them)."""
     states = [rng_state(device)]
     if world_size > 1:
         import torch.distributed as dist
@@ -229,10 +232,10 @@ def save_checkpoint(path: Path, key: str, model, opt, sched, epoch: int, done: i
         dist.all_gather_object(states, rng_state(device))
     if rank != 0:
         return
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "rng": states, "epoch": epoch, "batches_done": done, "step": step, "key": key}, tmp)
-    os.replace(tmp, path)
+    checkpoints.save(run_dir, step, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                     "scheduler": sched.state_dict(), "rng": states, "epoch": epoch,
+                                     "batches_done": done, "tokens": [int(t) for t in tokens], "step": step,
+                                     "key": key, "record": record.state()}, keep)
 
 
 def restore_rng(states: list, device: torch.device, rank: int) -> None:
@@ -265,7 +268,8 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
     """Train until p['max_steps'] (or p['epochs']); checkpoints go to run_dir. `stop_after` ends the
     run early after that many optimiser steps (to test resuming). Every p['eval_every'] steps (and
     before the first) the validation split's loss is logged on every rank's share, and
-    `evaluate(lm) -> {name: value}` runs on rank 0 while the others wait outside NCCL."""
+    `evaluate(lm) -> {name: value}` runs on rank 0 while the others wait outside NCCL. `live` (rank
+    0's dvclive record, or None) must start empty: a resumed run rewrites the checkpoint's points."""
     seed = p["base"]["seed"]
     torch.manual_seed(seed)
     device = pick_device(p)
@@ -274,14 +278,12 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
     per_epoch = len(sampler) // p["grad_accum"]
     total = min(p["max_steps"], per_epoch * p["epochs"]) if p["max_steps"] else per_epoch * p["epochs"]
     model = build_model(p, lm_path, verbose=rank == 0)
-    step, epoch, done = 0, 0, 0
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt, key = run_dir / CHECKPOINT, run_key(p, dataset_dir, lm_path)
-    state = torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.exists() else None
-    if state is not None and state["key"] != key:
-        if rank == 0:
-            print(f"pretrain: {ckpt} is from other params or data; starting afresh", file=sys.stderr)
-        state = None
+    step, epoch, done, tokens = 0, 0, 0, (0, 0)
+    key = run_key(p, dataset_dir, lm_path)
+    resume = checkpoints.resume_point(run_dir, key, rank, world_size)
+    state = resume.state if resume is not None else None
+    record = checkpoints.Record(live, state["record"] if state else None, state["step"] if state else 0) \
+        if rank == 0 else checkpoints.Record()
     if state is not None:
         model.load_state_dict(state["model"])
     unused = freeze_unused_head(model)
@@ -294,8 +296,12 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         restore_rng(state["rng"], device, rank)
-        step, epoch, done = state["step"], state["epoch"], state["batches_done"]
+        step, epoch, done, tokens = state["step"], state["epoch"], state["batches_done"], state["tokens"]
         del state
+        if rank == 0:
+            print(f"pretrain: resumed from step {step} of {total} (checkpoint {run_dir / resume.name})", file=sys.stderr)
+            if live is not None:
+                live.log_metric("resumed_from_step", step, plot=False)
     wrapped = model
     if world_size > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(
@@ -333,9 +339,8 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
 
             dist.barrier(group=wait)
         if rank == 0 and figures:
-            if live is not None:
-                for k, v in figures.items():
-                    live.log_metric(k, v, plot=True)
+            for k, v in figures.items():
+                record.log(step, k, v)
             print(f"pretrain: step {step}: {figures}", file=sys.stderr)
         return bool(figures)
 
@@ -345,7 +350,8 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
     used = per_epoch * p["grad_accum"]  # micro-batches of an epoch that make whole optimiser steps
     while step < total:
         sampler.set_epoch(epoch, start=done)  # a resumed epoch starts at its next batch
-        t0, seen, real, padded, losses = time.perf_counter(), 0, 0, 0, None
+        t0, seen, losses = time.perf_counter(), 0, None
+        (real, padded), tokens = tokens, (0, 0)  # a resumed epoch counts on from its checkpoint
         # an epoch's last len(sampler) % grad_accum micro-batches make no step: they are not run, and
         # no gradient crosses into the next epoch (where a resume at the boundary would not have it)
         opt.zero_grad(set_to_none=True)
@@ -369,19 +375,21 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
             losses = None
             if p["eval_every"] and (step % p["eval_every"] == 0 or step == total):
                 log_evaluation()
-            if live is not None and rank == 0:
+            if rank == 0:
                 for k, v in zip(LOGGED, figures):
                     if not math.isnan(v):
-                        live.log_metric(f"train/{k}", v)
-                live.log_metric("lr/lm", sched.get_last_lr()[0])
-                live.log_metric("lr/other", sched.get_last_lr()[1])
-                live.log_metric("examples_per_s", seen * world_size / (time.perf_counter() - t0))
-                live.log_metric("token_efficiency", real / padded)
+                        record.log(step, f"train/{k}", v)
+                record.log(step, "lr/lm", sched.get_last_lr()[0])
+                record.log(step, "lr/other", sched.get_last_lr()[1])
+                record.log(step, "examples_per_s", seen * world_size / (time.perf_counter() - t0))
+                record.log(step, "token_efficiency", real / padded)
                 if device.type == "cuda" and p["compile"]:
-                    live.log_metric("compiled_graphs", compiled_graphs())
-                live.next_step()
+                    record.log(step, "compiled_graphs", compiled_graphs())
+                if live is not None:
+                    live.next_step()
             if step % p["checkpoint_every"] == 0 or step == total:
-                save_checkpoint(ckpt, key, model, opt, sched, epoch, done, step, device, rank, world_size)
+                save_checkpoint(run_dir, key, model, opt, sched, epoch, done, (real, padded), step, device, rank, world_size,
+                                record, p["keep_checkpoints"])
             if step >= total or (stop_after is not None and step >= stop_after):
                 bar.close()
                 return model

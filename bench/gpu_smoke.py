@@ -39,7 +39,7 @@ class Recorder:
     run keeps what it logged). With `kill_at`, the process SIGKILLs itself after that many steps."""
 
     def __init__(self, path: Path, kill_at: int | None = None):
-        self.path, self.kill_at, self.trained, self.metrics = path, kill_at, 0, {}
+        self.path, self.kill_at, self.trained, self.metrics, self.step = path, kill_at, 0, {}, 0
 
     def write(self, record: dict) -> None:
         with open(self.path, "a") as f:
@@ -49,10 +49,15 @@ class Recorder:
         self.write({"param": name, "value": value})
 
     def log_metric(self, name, value, plot=True):
+        if name == "resumed_from_step":  # the points replayed from the checkpoint were the killed run's
+            self.metrics = {}
+            self.write({name: value})
+            return
         self.metrics[name] = value
 
     def next_step(self):
-        self.write({"time": time.perf_counter(), "metrics": self.metrics})
+        self.write({"time": time.perf_counter(), "step": self.step, "metrics": self.metrics})
+        self.step += 1
         self.trained += "train/loss" in self.metrics  # not the evaluation before the first step
         self.metrics = {}
         if self.trained == self.kill_at:
@@ -165,16 +170,17 @@ def part_train(a, workdir: Path, dataset: Path, lm: str, mean_tokens: float, per
                        PART_TIMEOUT_S["train"])[0]
     resumed = run_child({**cfg, "log": str(workdir / "resumed.jsonl")}, workdir, "resumed", PART_TIMEOUT_S["train"])[0]
     (k_steps, _), (r_steps, extra) = read_log(workdir / "killed.jsonl"), read_log(workdir / "resumed.jsonl")
-    killed_train = [s["metrics"]["train/loss"] for s in k_steps if "train/loss" in s["metrics"]]
-    resumed_train = [s["metrics"]["train/loss"] for s in r_steps if "train/loss" in s["metrics"]]
-    resumed_from = total - len(resumed_train)
-    redone = list(zip(killed_train[resumed_from:], resumed_train))  # steps both runs trained
+    killed_train = {s["step"]: s["metrics"]["train/loss"] for s in k_steps if "train/loss" in s["metrics"]}
+    resumed_train = {s["step"]: s["metrics"]["train/loss"] for s in r_steps if "train/loss" in s["metrics"]}
+    resumed_from = extra.get("resumed_from_step")
+    redone = [(killed_train[s], v) for s, v in sorted(resumed_train.items()) if s in killed_train]  # trained twice
     rel = max((abs(x - y) / max(abs(x), 1e-8) for x, y in redone), default=None)
     tol = 1e-5 if a.device == "cpu" else 3e-2  # bf16 autocast and GPU atomics are not bit-exact
     val_points = sum(any(k.startswith("val/") for k in s["metrics"]) for s in k_steps + r_steps)
     curve_points = sum(any(k.startswith("el/") for k in s["metrics"]) for s in k_steps + r_steps)
     ok = (killed.returncode == -signal.SIGKILL and resumed.returncode == 0 and resumed_from == every
-          and rel is not None and rel <= tol and len(killed_train) == kill_at)
+          and len(redone) == kill_at - every and rel is not None and rel <= tol and len(killed_train) == kill_at
+          and sorted(resumed_train) == list(range(every + 1, total + 1)))
     return {"ok": ok, "killed_rc": killed.returncode, "resumed_rc": resumed.returncode, "steps": total,
             "killed_after": len(killed_train), "resumed_from": resumed_from, "redone_steps": len(redone),
             "redone_loss_max_rel_diff": rel, "tolerance": tol, "epoch_boundaries_crossed": (total - 1) // per_epoch,

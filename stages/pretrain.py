@@ -7,20 +7,24 @@ Under torchrun each process trains on the GPU of its LOCAL_RANK (`pretrain.devic
 
 Writes OUT_DIR (under models/): the LM in HF format with its tokenizer (AutoModel /
 AutoTokenizer load it), graph_encoder.safetensors, params.json and a model card (README.md).
-Checkpoints go to `pretrain.checkpoint_dir` (kept outside DVC's outputs): an interrupted run
-started again with the same params and data resumes from its last checkpoint; a finished run
-removes it. Losses (train, and validation every `eval_every` steps), learning rates and
-throughput are logged with dvclive to dvclive/pretrain.
+Checkpoints go to `pretrain.checkpoint_dir` (kept outside DVC's outputs; the newest
+`keep_checkpoints`, each verified on load): an interrupted run started again with the same params
+and data resumes from its last good checkpoint, says so on stderr and in dvclive's
+`resumed_from_step`; a finished run removes them. Losses (train, and validation every `eval_every`
+steps), learning rates and throughput are logged with dvclive to dvclive/pretrain against the
+optimiser step; a resumed run writes that record afresh from its checkpoint, so each step appears
+once. A write that fails (a full disk) ends the stage with a one-line error and no partial file.
 """
 import json
 import os
+import sys
 from pathlib import Path
 
 
 import numpy as np
 import torch
 
-from bali import params
+from bali import checkpoints, params
 from bali.data.examples import resolve_tokenizer_path
 from bali.io import atomic_outputs
 from bali.training import contrastive_sentences, pick_device, train
@@ -105,8 +109,9 @@ def main(argv=None):
     live = None
     if rank == 0:
         from dvclive import Live
-        # dvcyaml=None: dvc.yaml declares the plots itself; dvclive must not rewrite it.
-        live = Live(p["dvclive_dir"], resume=(run_dir / "checkpoint.pt").exists(), save_dvc_exp=False, dvcyaml=None)
+        # dvcyaml=None: dvc.yaml declares the plots itself; dvclive must not rewrite it. Always a fresh
+        # record: a resumed run replays its checkpoint's points (what the killed run logged past them is dropped).
+        live = Live(p["dvclive_dir"], resume=False, save_dvc_exp=False, dvcyaml=None)
     evaluate = dev_curves(Path(p["eval_task"]), Path(p["eval_hierarchy"]) if p["eval_hierarchy"] else None,
                           dataset_dir / "tokenizer") if p["eval_every"] and rank == 0 else None
     model = train(dataset_dir, run_dir, p, resolve_tokenizer_path(p["model"]), rank, world, live=live, evaluate=evaluate)
@@ -127,11 +132,14 @@ def main(argv=None):
                 save_file(state, str(tmp / "graph_encoder.safetensors"))
             params.save_resolved(p, tmp, dataset_dir=str(dataset_dir))
             (tmp / "README.md").write_text(model_card(p, dataset_dir, metrics, world))
-        (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # finished: the next run starts afresh
+        checkpoints.remove_all(run_dir)  # finished: the next run starts afresh
         print(f"pretrain: {p['model']} aligned -> {args.out_dir}")
     if world > 1:
         torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except OSError as e:  # a full disk or a file-size limit: one line; the writes are atomic, nothing is half-written
+        sys.exit(f"pretrain: error: {e}")

@@ -1,7 +1,13 @@
 """`torchrun --nproc_per_node 2` on the CPU (gloo) trains the same model as one process with the
 same global batch: each rank takes half the rows, the contrastive loss all-gathers every rank's
 vectors and the MLM loss is normalised over the global batch: a rank without a masked token
-contributes 0 (not NaN), and the logged loss is the one-process loss."""
+contributes 0 (not NaN), and the logged loss is the one-process loss. Two "nodes" (two torchrun
+launchers over localhost) with node-local checkpoint folders, killed and run again, resume on both
+nodes from rank 0's checkpoint and end with the uninterrupted run's weights."""
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -9,7 +15,7 @@ from safetensors.torch import load_file
 from transformers import BertConfig, BertForMaskedLM
 
 from bali.training import LOSSES
-from conftest import make_dataset, run_pretrain
+from conftest import ROOT, make_dataset, run_pretrain
 
 
 
@@ -123,3 +129,70 @@ def test_untied_unused_mlm_bias_trains_under_ddp(tmp_path):
         assert model.mlm_model.cls.predictions.decoder.bias.grad is not None
     finally:
         dist.destroy_process_group()
+
+
+def kill_trees(procs) -> None:
+    """SIGKILL each launcher and every process under it (torchrun's workers run in their own sessions)."""
+    import psutil
+
+    tree = []
+    for proc in procs:
+        try:
+            tree += [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+    for q in tree:
+        try:
+            q.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def two_nodes(ds, out, port, ckpt, live, lm, stop_at_checkpoint=None, **pretrain):
+    """`torchrun --nnodes 2 --node-rank R --nproc-per-node 1` twice over localhost (gloo), each node
+    with its own checkpoint folder (ckpt/node<R>). With `stop_at_checkpoint`, both launchers are
+    killed with SIGKILL as soon as rank 0 has written that checkpoint. Returns node 0's stderr."""
+    sets = {"model": lm, "dvclive_dir": live, "workers": 0, **pretrain}
+    procs = []
+    for node in (0, 1):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
+               "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
+               str(ROOT / "stages" / "pretrain.py"), str(ds), str(out), "-S", f"pretrain.checkpoint_dir={ckpt / f'node{node}'}",
+               *[a for k, v in sets.items() for a in ("-S", f"pretrain.{k}={v}")]]
+        with open(out.parent / f"{out.name}-node{node}.log", "w") as log:
+            procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                          env={**os.environ, "OMP_NUM_THREADS": "1"}))
+    if stop_at_checkpoint is not None:
+        mark = ckpt / "node0" / f"checkpoint-{stop_at_checkpoint:08d}.pt.json"
+        deadline = time.monotonic() + 300
+        while not mark.exists() and time.monotonic() < deadline and procs[0].poll() is None:
+            time.sleep(0.01)
+        kill_trees(procs)
+    try:
+        for proc in procs:
+            proc.wait(timeout=300)  # a node left waiting in collectives the other never enters fails here
+    finally:
+        kill_trees([proc for proc in procs if proc.poll() is None])
+    errs = [(out.parent / f"{out.name}-node{node}.log").read_text() for node in (0, 1)]
+    if stop_at_checkpoint is None:
+        assert all(proc.returncode == 0 for proc in procs), errs[0][-3000:] + errs[1][-3000:]
+    return errs[0]
+
+
+@pytest.mark.slow
+def test_two_nodes_with_local_checkpoints_resume_the_same_step(tmp_path):
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)
+    BertForMaskedLM(config).save_pretrained(tmp_path / "lm")
+    ds = make_dataset(tmp_path / "ds")
+    sets = {"batch_size": 8, "max_steps": 16, "checkpoint_every": 2, "mlm_weight": 1.0, "lm_lr": 1e-3, "other_lr": 1e-3,
+            "link_weight": 0.0}
+    two_nodes(ds, tmp_path / "whole", 29541, tmp_path / "ckpt-whole", tmp_path / "live-whole", tmp_path / "lm", **sets)
+    two_nodes(ds, tmp_path / "resumed", 29542, tmp_path / "ckpt", tmp_path / "live", tmp_path / "lm", stop_at_checkpoint=4,
+              **sets)
+    assert not list((tmp_path / "ckpt" / "node1").glob("checkpoint-*"))  # only global rank 0 writes
+    err = two_nodes(ds, tmp_path / "resumed", 29543, tmp_path / "ckpt", tmp_path / "live", tmp_path / "lm", **sets)
+    assert "pretrain: resumed from step " in err, err[-3000:]
+    for f in ("model.safetensors", "graph_encoder.safetensors"):
+        assert (tmp_path / "whole" / f).read_bytes() == (tmp_path / "resumed" / f).read_bytes(), f

@@ -1,19 +1,25 @@
 """Pre-training: an interrupted run resumed from its checkpoint (with other loader workers) ends
-with the same weights as an uninterrupted one, building only the batches it had not trained on;
+with the same weights as an uninterrupted one, building only the batches it had not trained on, and
+with the same dvclive record (each step once); a damaged newest checkpoint falls back to the one
+before it (or a fresh start) with a one-line report;
 every tensor of a batch reaches the device; the validation loss is logged; the saved LM reloads
 with AutoModel and gives the same vectors; the loss falls."""
+import importlib.util
+import json
 import math
 import os
 import shutil
+from pathlib import Path
 
 import polars as pl
 import pytest
 import torch
 from transformers import AutoModel, BertConfig, BertForMaskedLM
 
+from bali.checkpoints import checkpoints, name_for
 from bali.data.batches import AlignmentBatches, TrainingData
 from bali.training import make_loader, pick_device, to_device, train
-from conftest import make_dataset, pretrain_params
+from conftest import ROOT, make_dataset, pretrain_params
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +46,9 @@ def test_resume_gives_the_same_weights(setup, monkeypatch):
     # resumed with other values of params that do not change training: still resumed
     resumed = train(ds, tmp / "run-b", {**p, "workers": 1, "checkpoint_every": 5, "eval_every": 0}, str(tmp / "lm"))
     assert same_weights(whole, resumed)
-    assert torch.load(tmp / "run-b" / "checkpoint.pt", weights_only=True)["step"] == 6
+    assert [step for step, _ in checkpoints(tmp / "run-b")] == [6, 5]  # the newest keep_checkpoints (2)
     train(ds, tmp / "run-b", {**p, "lm_lr": 5e-4, "max_steps": 2}, str(tmp / "lm"))  # other params: not resumed
-    assert torch.load(tmp / "run-b" / "checkpoint.pt", weights_only=True)["step"] == 2
+    assert [step for step, _ in checkpoints(tmp / "run-b")] == [2]
     # the sampler starts after the checkpoint's batches: only steps 3 to 6 are built
     train(ds, tmp / "run-c", p, str(tmp / "lm"), stop_after=3)
     built = []
@@ -155,6 +161,80 @@ def test_epoch_boundary_with_accumulation_resumes_exactly(setup, tmp_path):
     p = {**p, "grad_accum": 3, "epochs": 2, "max_steps": 14, "checkpoint_every": 6}
     whole = train(ds, tmp_path / "a", p, str(tmp / "lm"))
     train(ds, tmp_path / "b", p, str(tmp / "lm"), stop_after=12)
-    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    state = torch.load(tmp_path / "b" / name_for(12), weights_only=True)
     assert (state["step"], state["epoch"], state["batches_done"]) == (12, 0, 36)
     assert same_weights(whole, train(ds, tmp_path / "b", p, str(tmp / "lm")))
+
+
+def test_damaged_checkpoints_fall_back_to_a_good_one(setup, capfd):
+    """A checkpoint cut to half its bytes (a full disk, a broken copy): the previous one is resumed,
+    or, when none is good, training starts afresh; one line says which file and why, no traceback."""
+    ds, tmp, p = setup
+    whole = train(ds, tmp / "run-d0", p, str(tmp / "lm"))
+    for run, stop, resumed_step in (("run-d1", 5, 2), ("run-d2", 3, None)):
+        train(ds, tmp / run, p, str(tmp / "lm"), stop_after=stop)  # checkpoints after steps 2 and 4, or 2 only
+        newest = max((tmp / run).glob("checkpoint*.pt"), key=lambda f: f.stat().st_mtime_ns)
+        size = newest.stat().st_size
+        newest.write_bytes(newest.read_bytes()[:size // 2])
+        capfd.readouterr()
+        assert same_weights(whole, train(ds, tmp / run, p, str(tmp / "lm")))
+        err = capfd.readouterr().err
+        assert [line for line in err.splitlines() if "damaged" in line] == \
+            [f"pretrain: checkpoint {newest} is damaged ({size // 2:,} of {size:,} bytes); removed"]
+        assert "Traceback" not in err
+        assert ("resumed from step 2 of 6" in err) == (resumed_step == 2)
+
+
+def _pretrain_stage():
+    spec = importlib.util.spec_from_file_location("pretrain_stage", ROOT / "stages" / "pretrain.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    return stage
+
+
+def test_a_killed_and_resumed_run_keeps_a_true_record(setup, tmp_path, monkeypatch, capfd):
+    """The stage killed after step 6 (last checkpoint: step 4) and run again: its dvclive series hold
+    steps 1..8 once each, equal to an uninterrupted run's (throughput aside), the model files are
+    byte-identical, and the resume is in the log and in dvclive's metrics."""
+    import bali.training
+
+    ds, tmp, p = setup
+    stage = _pretrain_stage()
+    sets = {"model": tmp / "lm", "batch_size": 8, "max_steps": 8, "checkpoint_every": 4, "workers": 0, "mlm_weight": 1.0,
+            "fresh_mlm_head": True, "lm_lr": 1e-3, "other_lr": 1e-3, "eval_every": 0}
+
+    def run(name):
+        argv = [str(ds), str(tmp_path / name / "model"), "-S", f"pretrain.checkpoint_dir={tmp_path / name / 'ckpt'}",
+                "-S", f"pretrain.dvclive_dir={tmp_path / name / 'live'}", "--params", str(ROOT / "params.yaml")]
+        stage.main(argv + [a for k, v in sets.items() for a in ("-S", f"pretrain.{k}={v}")])
+
+    run("whole")
+    step = bali.training.optimizer_step
+    calls = []
+
+    def dies_at_step_7(*args):
+        calls.append(1)
+        if len(calls) == 7:
+            raise KeyboardInterrupt("killed")
+        step(*args)
+
+    monkeypatch.setattr(bali.training, "optimizer_step", dies_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        run("resumed")
+    monkeypatch.setattr(bali.training, "optimizer_step", step)
+    capfd.readouterr()
+    run("resumed")
+    assert f"pretrain: resumed from step 4 of 8 (checkpoint {tmp_path / 'resumed' / 'ckpt'}" in capfd.readouterr().err
+    series = {name: {f.relative_to(tmp_path / name / "live"): f.read_text()
+                     for f in (tmp_path / name / "live").rglob("*.tsv")} for name in ("whole", "resumed")}
+    assert series["whole"].keys() == series["resumed"].keys()
+    loss = [line.split("\t")[0] for line in series["resumed"][Path("plots/metrics/train/loss.tsv")].splitlines()]
+    assert loss == ["step"] + [str(i) for i in range(1, 9)]
+    for f, text in series["whole"].items():
+        assert f.name == "examples_per_s.tsv" or series["resumed"][f] == text, f
+    assert json.loads((tmp_path / "resumed" / "live" / "metrics.json").read_text())["resumed_from_step"] == 4
+    for f in ("model.safetensors", "graph_encoder.safetensors"):
+        assert (tmp_path / "whole" / "model" / f).read_bytes() == (tmp_path / "resumed" / "model" / f).read_bytes(), f
+    cards = [(tmp_path / name / "model" / "README.md").read_text().split("## Final metrics")[1] for name in ("whole", "resumed")]
+    assert cards[0] == cards[1] and "loss" in cards[0]  # the card's final losses (its params name other folders)
+    assert not list((tmp_path / "resumed" / "ckpt").iterdir())  # finished: no checkpoint left
