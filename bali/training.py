@@ -278,6 +278,10 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
     per_epoch = len(sampler) // p["grad_accum"]
     total = min(p["max_steps"], per_epoch * p["epochs"]) if p["max_steps"] else per_epoch * p["epochs"]
     model = build_model(p, lm_path, verbose=rank == 0)
+    if world_size > 1:  # one dropout stream per rank: equal shapes on two ranks must not get equal masks
+        torch.manual_seed(seed + rank)
+        if device.type == "cuda":
+            torch.cuda.manual_seed(seed + rank)
     step, epoch, done, tokens = 0, 0, 0, (0, 0)
     key = run_key(p, dataset_dir, lm_path)
     resume = checkpoints.resume_point(run_dir, key, rank, world_size)
