@@ -121,7 +121,7 @@ def test_untied_unused_mlm_bias_trains_under_ddp(tmp_path):
     keys = list(BucketBatchSampler(data.lengths(), 8, 5))[:2]
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
-        model = BaliModel(str(tmp_path / "lm"), layers=1, mlm_weight=1.0, fresh_mlm_head=True)
+        model = BaliModel(str(tmp_path / "lm"), layers=1, mlm_weight=1.0)  # the checkpoint's own head
         assert freeze_unused_head(model) == ["predictions.bias"]
         wrapped = torch.nn.parallel.DistributedDataParallel(model)
         for key in keys:
