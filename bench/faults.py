@@ -16,7 +16,8 @@ reference:
 - pretrain under a 4 MB file-size limit: a one-line error, no checkpoint or output file, and the
   next run completes with the reference outputs;
 - `dvc push` to an S3-compatible remote (moto's server) and `dvc pull` into a fresh clone, each
-  killed and rerun: the clone ends up to date with byte-identical outputs;
+  killed and rerun after DVC's data index cache is removed (the documented recovery): the remote is in
+  sync and the clone ends up to date with byte-identical outputs;
 - two `dvc exp run --queue` experiments run by two queue workers at once: every cache file's
   MD5 matches its name afterwards;
 - `torchrun --nproc_per_node 2` (gloo) with rank 1 killed after a checkpoint: the job stops (no
@@ -31,6 +32,7 @@ import logging
 import os
 import random
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -226,6 +228,15 @@ def full_disk(project: Path, work: Path) -> Row:
     return row
 
 
+def drop_collected_index(project: Path) -> None:
+    """Remove DVC's data index cache (`index` in the `Repo.site_cache_dir` that `dvc doctor` names): push and
+    pull commit their list of objects to transfer there output by output, and a rerun reuses a list cut
+    short by a kill as if whole (the pull's checkout then fails, the push leaves the remote short)."""
+    doctor = sh(project, "dvc", "doctor")
+    line = next(ln for ln in doctor.splitlines() if ln.startswith("Repo.site_cache_dir:"))
+    shutil.rmtree(Path(line.split(":", 1)[1].strip()) / "index", ignore_errors=True)
+
+
 def push_pull(project: Path, work: Path, rng: random.Random) -> Row:
     import boto3
     from moto.server import ThreadedMotoServer
@@ -250,18 +261,16 @@ def push_pull(project: Path, work: Path, rng: random.Random) -> Row:
             at = time.monotonic() + rng.uniform(0.5, 3.0)
             if kill_when(start(cwd, *cmd, env=env), lambda: time.monotonic() >= at):
                 row.faults += 1
+                drop_collected_index(cwd)  # the recovery step documented for an interrupted push or pull
             else:
                 row.notes.append(f"{cmd[1]} ended before its kill")
             r = subprocess.run(cmd, cwd=cwd, env={**ENV, **env}, capture_output=True, text=True)
             row.survived += r.returncode == 0
             if r.returncode:
                 row.notes.append(f"{cmd[1]} rerun failed: {r.stderr.strip().splitlines()[-1:]}")
-            # DVC's own check of the remote; an interrupted push has been seen to need a second push
-            while cmd[1] == "push" and "in sync" not in sh(project, "dvc", "status", "-c", env=env):
-                row.notes.append("remote not in sync after the rerun push: pushed again")
-                if len(row.notes) > 3:
-                    break
-                subprocess.run(cmd, cwd=cwd, env={**ENV, **env}, capture_output=True, text=True)
+            if cmd[1] == "push" and "in sync" not in sh(project, "dvc", "status", "-c", env=env):  # DVC's own check
+                row.lost += 1
+                row.notes.append("remote not in sync after the rerun push")
         # the stage-by-stage reruns above leave downstream stages stale in the project itself: same status, not "up to date"
         status, expected = sh(clone, "dvc", "status", env=env), sh(project, "dvc", "status", env=env)
         lock = yaml.safe_load((project / "dvc.lock").read_text())
