@@ -16,7 +16,7 @@ import polars as pl
 from bali import params
 from bali.data.examples import build_examples, contains_held_out, load_tokenizer, read_held_out
 from bali.data.subgraph import node_names, restrict
-from bali.io import atomic_outputs, write_json
+from bali.io import atomic_outputs, run_figures, write_json
 from bali.linking.dictionary import name_keys
 from bali.linking.link import shard_names
 
@@ -67,7 +67,7 @@ def main(argv=None):
         tokenizer.save_pretrained(tmp / "tokenizer")
         stats.update(examples=split_counts, graph_nodes=len(g["old_ids"]), graph_edges=len(g["indices"]),
                      mentioned_concepts=len(seeds), names=names.height, held_out_strings=len(held_out))
-        write_json(tmp / "stats.json", stats)
+        write_json(tmp / "stats.json", {**stats, "run": run_figures()})
         params.save_resolved(p, tmp, graph_dir=str(graph_dir), corpus_dir=str(corpus_dir), link_dir=str(link_dir))
     print(f"dataset: {split_counts['train']:,} train / {split_counts['val']:,} val sentences, "
           f"{stats['mentions_kept']:,} mentions, graph of {len(g['old_ids']):,} nodes -> {args.out_dir}")
