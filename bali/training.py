@@ -234,7 +234,7 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
     if world_size > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    val = TrainingData(dataset_dir, "val") if p["eval_every"] else None
+    val = TrainingData(dataset_dir, "val", share=data) if p["eval_every"] else None
     if val is not None and len(val):
         val_dl, val_sampler = make_loader(val, p, device, rank, world_size)
     else:
