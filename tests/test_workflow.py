@@ -32,10 +32,10 @@ def sh(cwd, *cmd, env=None):
 
 
 def lock_outs(project: Path) -> dict[str, str]:
-    """{path: md5} of every output in dvc.lock that is data (metrics and plots hold timings)."""
+    """{path: md5} of every output in dvc.lock that is data (metrics, stats and plots hold timings)."""
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     return {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])
-            if not o["path"].endswith(("metrics.json", "compare.json")) and "plots" not in o["path"]}
+            if not o["path"].endswith(("metrics.json", "compare.json", "stats.json")) and "plots" not in o["path"]}
 
 
 def repro(project: Path, *args: str) -> list[str]:
