@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from bali import params
-from bali.io import atomic_outputs, run_figures, write_json
+from bali.io import atomic_outputs, write_json
 from bali.linking.scispacy_linker import build_index, knowledge_base
 
 
@@ -32,7 +32,8 @@ def main(argv=None):
             stats = {"built": True, "concepts": nodes.height}
         else:
             stats = {"built": False, "reason": f"link.method is {args.link_method}, not scispacy"}
-        write_json(tmp / "stats.json", {**stats, "run": run_figures()})
+        # No run figures here: KB_DIR is one DVC output whose hash must not change with timings.
+        write_json(tmp / "stats.json", stats)
         params.save_resolved(p, tmp, graph_dir=str(args.graph_dir), link_method=args.link_method)
     done = f"index of {stats['concepts']:,} concepts' names" if stats["built"] else f"not built ({stats['reason']})"
     print(f"link_kb: {done} -> {args.kb_dir}")
