@@ -41,14 +41,21 @@ def test_exact_top_k_reads_only_the_dictionary_rows_in_any_chunking(tmp_path):
 
 def test_ivfpq_reranked_finds_the_exact_neighbours(tmp_path):
     g = np.random.default_rng(1)
-    centres = g.standard_normal((50, 32))
-    vecs = (centres[g.integers(0, 50, 4000)] + 0.3 * g.standard_normal((4000, 32))).astype(np.float32)
+    n = ranking.MIN_IVFPQ_ROWS
+    centres = g.standard_normal((200, 32))
+    vecs = (centres[g.integers(0, 200, n)] + 0.3 * g.standard_normal((n, 32))).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    store = on_disk(tmp_path, vecs, np.arange(4000))
-    q = torch.from_numpy(vecs[g.integers(0, 4000, 40)] + 0.05 * g.standard_normal((40, 32)).astype(np.float32))
+    store = on_disk(tmp_path, vecs, np.arange(n))
+    q = torch.from_numpy(vecs[g.integers(0, n, 40)] + 0.05 * g.standard_normal((40, 32)).astype(np.float32))
     exact_s, exact_i = ranking.exact_top_k(q, store, 5)
-    p = {"nlist": 16, "m": 8, "nprobe": 16, "rerank": 200, "train_size": 4000}
+    p = {"nlist": 64, "m": 8, "nprobe": 64, "rerank": 200, "train_size": n}
     s, i = ranking.ivfpq_top_k(q, store, 5, p)
     assert ranking.recall_at(i, exact_i) == 1.0 and torch.allclose(s, exact_s, atol=1e-5)  # re-ranked: true cosines
     coarse = ranking.ivfpq_top_k(q, store, 5, {**p, "nprobe": 1, "rerank": 5})
     assert ranking.recall_at(coarse[1], exact_i) < 1.0  # one list and no re-ranking room: it can miss
+    # the stage's entry point reports the recall; a dictionary too small to train PQ is ranked exactly
+    _, i, figures = ranking.rank(q, store, 5, {"ann": {"method": "ivfpq", **p, "recall_queries": 10}})
+    assert figures["ann_recall@5"] == 1.0 and figures["ann_recall_queries"] == 10 and torch.equal(i, exact_i)
+    small = ranking.VectorRows(store.source, 32, np.arange(300))
+    _, i, figures = ranking.rank(q, small, 5, {"ann": {"method": "ivfpq", **p, "recall_queries": 10}})
+    assert figures["ranking"].startswith("exact") and torch.equal(i, ranking.exact_top_k(q, small, 5)[1])

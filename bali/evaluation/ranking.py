@@ -23,6 +23,11 @@ import numpy as np
 import torch
 
 
+# FAISS trains each product quantiser's 256 centroids on >= 39 points each; below that many distinct
+# vectors an exact scan is fast anyway.
+MIN_IVFPQ_ROWS = 39 * 256
+
+
 @dataclass
 class VectorRows:
     """Entry i of a dictionary has vector row `rows[i]` of `source`: a raw float16 file of `dim`
@@ -150,7 +155,20 @@ def ivfpq_top_k(queries: torch.Tensor, store: VectorRows, k: int, p: dict, index
     s = torch.einsum("qd,qcd->qc", queries.float(), vecs[local.clamp(min=0)])
     s[local < 0] = float("-inf")
     best_s, sel = s.topk(min(k, s.shape[1]), dim=1)
-    return _expand(best_s, cand_t.gather(1, sel), offsets, entries, k)
+    scores, idx = _expand_or_exact(queries, store, k, best_s, cand_t.gather(1, sel), offsets, entries)
+    return scores, idx
+
+
+def _expand_or_exact(queries, store, k, best_s, best_p, offsets, entries):
+    """Expand the re-ranked candidates; a query whose probed lists held fewer than k vectors is
+    ranked exactly instead (FAISS pads its answer with -1)."""
+    short = (best_p < 0).any(dim=1)
+    best_p = best_p.clamp(min=0)
+    scores, idx = _expand(best_s, best_p, offsets, entries, k)
+    if short.any():
+        rows = short.nonzero().squeeze(1)
+        scores[rows], idx[rows] = exact_top_k(queries[rows], store, k)
+    return scores, idx
 
 
 def recall_at(approx: torch.Tensor, exact: torch.Tensor) -> float:
@@ -168,6 +186,8 @@ def rank(queries: torch.Tensor, store: VectorRows, k: int, p: dict, device: str 
         return (*exact_top_k(queries, store, k, device=device), {"ranking": "exact"})
     if ann["method"] != "ivfpq":
         raise ValueError(f"entity_linking.ann.method must be exact or ivfpq, not {ann['method']!r}")
+    if len(np.unique(store.rows)) < MIN_IVFPQ_ROWS:
+        return (*exact_top_k(queries, store, k, device=device), {"ranking": "exact (too few names for ivfpq)"})
     scores, idx = ivfpq_top_k(queries, store, k, ann)
     sample = queries[:ann["recall_queries"]]
     exact = exact_top_k(sample, store, k, device=device)[1]
