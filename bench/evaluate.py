@@ -113,13 +113,19 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", default="/tmp/bali-bench-eval")
     ap.add_argument("--keep", action="store_true", help="keep the dictionary file (default: deleted at the end)")
-    ap.add_argument("--part", choices=["exact", "ivfpq", "baseline"], help=argparse.SUPPRESS)
+    ap.add_argument("--part", choices=["generate", "exact", "ivfpq", "baseline"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.part == "generate":
+        dictionary(args)
+        return
     if args.part:
         print(json.dumps(part(args)))
         return
     t0 = time.perf_counter()
-    path = dictionary(args)
+    # Generated in a child: a process's ru_maxrss is inherited across fork and exec, so a parent
+    # that had held the generator's arrays would raise every part's reported peak to its own.
+    subprocess.run([sys.executable, __file__, "--part", "generate"] + [a for a in sys.argv[1:] if a != "--keep"], check=True)
+    path = Path(args.workdir) / f"dict-{args.names}x{args.dim}.f16"
     print(f"dictionary: {args.names:,} x {args.dim} float16 = {path.stat().st_size / 2**30:.1f} GiB on disk "
           f"({time.perf_counter() - t0:.0f} s to write or find)", flush=True)
     figures = {"dictionary_names": args.names, "dim": args.dim, "queries": args.queries, "k": args.k,
