@@ -1,11 +1,31 @@
-"""Atomic outputs: nothing a stage writes is visible under its final name until it is complete."""
+"""Atomic outputs: nothing a stage writes is visible under its final name until it is complete; the
+run figures (wall time, peak RSS) every stage records in its stats.json."""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import resource
 import shutil
+import time
 from pathlib import Path
+
+
+_IMPORTED = time.time()
+
+
+def run_figures() -> dict:
+    """Wall seconds since this process started (interpreter and imports included: what a user waits
+    for) and the peak RSS of the process and of its largest child (a stage's worker processes)."""
+    try:  # /proc/self/stat field 22: start time in clock ticks after boot
+        start = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        wall = float(Path("/proc/uptime").read_text().split()[0]) - start
+    except (OSError, ValueError, IndexError):  # not Linux: from the import of this module
+        wall = time.time() - _IMPORTED
+    kib = 1 if os.uname().sysname == "Linux" else 1 / 1024  # ru_maxrss is KiB on Linux, bytes on macOS
+    return {"wall_s": round(wall, 1),
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kib / 2**20, 3),
+            "children_peak_rss_gib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * kib / 2**20, 3)}
 
 
 def _tmp_sibling(path: Path) -> Path:

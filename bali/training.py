@@ -179,7 +179,8 @@ def schedule(opt: torch.optim.Optimizer, total: int, p: dict) -> torch.optim.lr_
 def run_key(p: dict, dataset_dir: Path, lm_path: str) -> str:
     """What a checkpoint must match to be resumed: the params that change training, the dataset,
     the base model and the checkpoint format."""
-    stats = (Path(dataset_dir) / "stats.json").read_text() if (Path(dataset_dir) / "stats.json").exists() else ""
+    path = Path(dataset_dir) / "stats.json"
+    stats = {k: v for k, v in json.loads(path.read_text()).items() if k != "run"} if path.exists() else {}  # not timings
     kept = {k: v for k, v in p.items() if k not in NOT_IN_RUN_KEY}
     return json.dumps({"params": kept, "dataset": stats, "lm": str(lm_path), "format": 3}, sort_keys=True)
 
@@ -310,7 +311,7 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
     if world_size > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    val = TrainingData(dataset_dir, "val") if p["eval_every"] else None
+    val = TrainingData(dataset_dir, "val", share=data) if p["eval_every"] else None
     if val is not None and len(val):
         val_dl, val_sampler = make_loader(val, p, device, rank, world_size)
     else:

@@ -2,8 +2,9 @@
 
 RRF is pipe-separated with a trailing pipe, no header and no quoting: a `"` inside STR is an
 ordinary character. Each file is read by polars' streaming engine (bounded memory, both cores):
-1. `validate` reads each line as one string and counts malformed lines (wrong number of fields,
-   invalid UTF-8, empty CUI); only when there are some does a second pass list their numbers;
+1. `validate` reads each line as one string and lists the malformed ones (wrong number of fields,
+   invalid UTF-8, empty CUI) with their line numbers in that one pass (the line count comes from
+   polars' newline count, which parses nothing);
 2. `scan` reads the wanted columns with a 1-based line number `ln`, minus those lines.
 Invalid UTF-8 is decoded lossily to U+FFFD and a line containing U+FFFD is malformed (UMLS text is
 valid UTF-8; a correctly encoded U+FFFD would be flagged too: counted, never silently kept).
@@ -73,16 +74,14 @@ def _reason(n_sep: int) -> pl.Expr:
 
 
 def validate(path: Path, max_fraction: float) -> FileReport:
-    """Count lines and malformed lines of an RRF file; print the first few; fail above max_fraction."""
+    """Count lines and list malformed lines of an RRF file; print the first few; fail above max_fraction."""
     lines = pl.scan_csv(path, **_WHOLE_LINE)
     reason = _reason(len(COLUMNS[path.name])).alias("reason")
-    counts = lines.select(reason).group_by("reason").len().collect(engine="streaming")
-    report = FileReport(file=str(path), lines=int(counts["len"].sum()))
-    report.by_reason = {r: n for r, n in counts.iter_rows() if r is not None}
-    report.malformed = sum(report.by_reason.values())
+    bad = lines.with_row_index("line", offset=1).select("line", reason).filter(pl.col("reason").is_not_null())
+    bad, count = pl.collect_all([bad, lines.select(pl.len())], engine="streaming")
+    report = FileReport(file=str(path), lines=int(count.item()), malformed=bad.height)
     if report.malformed:
-        bad = (lines.with_row_index("line", offset=1).select("line", reason)
-               .filter(pl.col("reason").is_not_null()).collect(engine="streaming"))
+        report.by_reason = dict(bad.group_by("reason").len().iter_rows())
         report.bad_lines = bad["line"]
         report.examples = bad.head(EXAMPLES_KEPT).to_dicts()
         for row in report.examples:

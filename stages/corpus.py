@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bali import params
 from bali.corpus.build import CorpusError, build, discover
-from bali.io import atomic_outputs, write_json
+from bali.io import atomic_outputs, run_figures, write_json
 
 
 def main(argv=None):
@@ -24,7 +24,7 @@ def main(argv=None):
         inputs = discover(args.input)
         with atomic_outputs(args.out_dir) as tmp:
             stats = build(inputs, tmp, p)
-            write_json(tmp / "stats.json", stats)
+            write_json(tmp / "stats.json", {**stats, "run": run_figures()})
             params.save_resolved(p, tmp, input=str(args.input))
     except CorpusError as e:
         sys.exit(f"corpus: {e}")

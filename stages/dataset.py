@@ -12,13 +12,24 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from bali import params
 from bali.data.examples import build_examples, contains_held_out, load_tokenizer, read_held_out
 from bali.data.subgraph import node_names, restrict
-from bali.io import atomic_outputs, write_json
+from bali.io import atomic_outputs, run_figures, write_json
 from bali.linking.dictionary import name_keys
 from bali.linking.link import shard_names
+
+
+def training_node_ids(mention_node: pl.Series, old_ids: np.ndarray) -> pl.Series:
+    """Graph node ids -> training node ids (positions in the sorted `old_ids`, which hold every
+    mentioned node): one binary search over the flat values, no per-shard hash map of the graph."""
+    flat = np.searchsorted(old_ids, mention_node.explode().drop_nulls().to_numpy())
+    offsets = np.zeros(len(mention_node) + 1, dtype=np.int64)
+    np.cumsum(mention_node.list.len().fill_null(0).to_numpy(), out=offsets[1:])
+    arr = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat.astype(np.uint32)))
+    return pl.Series(mention_node.name, arr).cast(mention_node.dtype)
 
 
 def main(argv=None):
@@ -33,12 +44,22 @@ def main(argv=None):
              .collect(engine="streaming")["node_id"].to_numpy())
     # The edge table and the node table are scanned, never loaded whole: memory follows the training graph.
     g = restrict(pl.scan_parquet(graph_dir / "edges.parquet"), seeds, p["hops"], p["self_loops"])
-    nodes = (pl.scan_parquet(graph_dir / "nodes.parquet").filter(pl.col("node_id").is_in(pl.Series(g["old_ids"]).implode()))
-             .collect(engine="streaming").sort("node_id"))
     stats = {key: 0 for key in ("sentences_with_mentions", "mentions_in", "mentions_kept", "mentions_dropped_truncated",
                                 "sentences_dropped_no_mention_left", "mentions_dropped_held_out",
                                 "sentences_dropped_held_out")}
+    old_ids, graph_edges = g["old_ids"], len(g["indices"])
     with atomic_outputs(args.out_dir) as tmp:
+        # The graph, the nodes and their names are written and let go before the sentences are read:
+        # the peak is the larger of the two phases, not their sum.
+        np.savez(tmp / "graph.npz", **g)
+        del g
+        nodes = (pl.scan_parquet(graph_dir / "nodes.parquet").select("node_id", "cui", "name", "names")
+                 .filter(pl.col("node_id").is_in(pl.Series(old_ids).implode())).collect(engine="streaming").sort("node_id"))
+        names = node_names(nodes, old_ids, held_out, tokenizer, p["name_max_length"], stats)
+        names.write_parquet(tmp / "names.parquet", compression="zstd")
+        n_names = names.height
+        nodes.select("node_id", "cui", "name").with_row_index("node").write_parquet(tmp / "nodes.parquet", compression="zstd")
+        del nodes, names
         (tmp / "examples.parquet").mkdir()
         split_counts = {"train": 0, "val": 0}
         for name in shard_names(corpus_dir):
@@ -54,23 +75,18 @@ def main(argv=None):
             sentences = sentences.join(held_sent, on=["doc_id", "sent_id"], how="anti")
             ex = build_examples(sentences, mentions, tokenizer, p["max_length"], p["base"]["seed"],
                                 p["val_fraction"], stats)
-            ex = ex.with_columns(pl.col("mention_node").list.eval(  # graph node ids -> training node ids
-                pl.element().replace_strict(g["old_ids"], np.arange(len(g["old_ids"]), dtype=np.uint32))))
+            del sentences, mentions
+            ex = ex.with_columns(training_node_ids(ex["mention_node"], old_ids))
             ex.write_parquet(tmp / "examples.parquet" / f"{name}.parquet", compression="zstd")
             for split, n in ex.group_by("split").len().iter_rows():
                 split_counts[split] += n
-        names = node_names(nodes, g["old_ids"], held_out, tokenizer, p["name_max_length"], stats)
-        names.write_parquet(tmp / "names.parquet", compression="zstd")
-        kept = nodes.filter(pl.col("node_id").is_in(pl.Series(g["old_ids"]).implode())).select("node_id", "cui", "name")
-        kept.with_row_index("node").write_parquet(tmp / "nodes.parquet", compression="zstd")
-        np.savez(tmp / "graph.npz", **g)
         tokenizer.save_pretrained(tmp / "tokenizer")
-        stats.update(examples=split_counts, graph_nodes=len(g["old_ids"]), graph_edges=len(g["indices"]),
-                     mentioned_concepts=len(seeds), names=names.height, held_out_strings=len(held_out))
-        write_json(tmp / "stats.json", stats)
+        stats.update(examples=split_counts, graph_nodes=len(old_ids), graph_edges=graph_edges,
+                     mentioned_concepts=len(seeds), names=n_names, held_out_strings=len(held_out))
+        write_json(tmp / "stats.json", {**stats, "run": run_figures()})
         params.save_resolved(p, tmp, graph_dir=str(graph_dir), corpus_dir=str(corpus_dir), link_dir=str(link_dir))
     print(f"dataset: {split_counts['train']:,} train / {split_counts['val']:,} val sentences, "
-          f"{stats['mentions_kept']:,} mentions, graph of {len(g['old_ids']):,} nodes -> {args.out_dir}")
+          f"{stats['mentions_kept']:,} mentions, graph of {len(old_ids):,} nodes -> {args.out_dir}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 from bali import demo, ontology, params
-from bali.io import atomic_outputs, write_json
+from bali.io import atomic_outputs, run_figures, write_json
 
 
 def main(argv=None):
@@ -34,7 +34,7 @@ def main(argv=None):
         stats["corpus_documents"] = demo.write_corpus(terms, tmp / "corpus.jsonl")
         stats.update(demo.write_el_task(terms, tmp / "el", p["el_concepts"], p["base"]["seed"], p["el_dev_fraction"]))
         stats.update(demo.write_hierarchy_task(terms, tmp / "hierarchy", held_out, seen[:n_test], held_dev))
-        write_json(tmp / "stats.json", {"source": source, **stats})
+        write_json(tmp / "stats.json", {"source": source, **stats, "run": run_figures()})
         params.save_resolved(p, tmp, obo=source)
     print(f"demo_data: {stats['concepts']:,} concepts, {stats['mrconso_rows']:,} atoms, "
           f"{stats['mrrel_rows']:,} relations from {obo} -> {args.out_dir}")

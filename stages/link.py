@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 from bali import params
-from bali.io import atomic_outputs, write_json
+from bali.io import atomic_outputs, run_figures, write_json
 from bali.linking.link import link
 
 
@@ -21,7 +21,7 @@ def main(argv=None):
     p = params.load("link", args.overrides, args.params)
     with atomic_outputs(args.out_dir) as tmp:
         stats = link(Path(args.graph_dir), Path(args.corpus_dir), tmp, p)
-        write_json(tmp / "stats.json", stats)
+        write_json(tmp / "stats.json", {**stats, "run": run_figures()})
         params.save_resolved(p, tmp, graph_dir=str(args.graph_dir), corpus_dir=str(args.corpus_dir))
     print(f"link ({p['method']}): {stats['mentions']:,} mentions of {stats['distinct_concepts']:,} concepts in "
           f"{stats['sentences_with_mention']:,} of {stats['sentences']:,} sentences -> {args.out_dir}")

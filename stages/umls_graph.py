@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 from bali import graph, params
-from bali.io import atomic_outputs, write_json
+from bali.io import atomic_outputs, run_figures, write_json
 from bali.umls import MalformedInputError
 
 
@@ -22,7 +22,7 @@ def main(argv=None):
     try:
         with atomic_outputs(args.out_dir) as tmp:
             stats = graph.build(args.meta_dir, p, tmp)
-            write_json(tmp / "stats.json", stats)
+            write_json(tmp / "stats.json", {**stats, "run": run_figures()})
             params.save_resolved(p, tmp, meta_dir=str(args.meta_dir))
     except MalformedInputError as e:
         sys.exit(f"umls_graph: {e}")

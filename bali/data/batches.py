@@ -95,7 +95,13 @@ class TrainingData:
     flat arrays with offsets (`Ragged`): token ids per sentence, (start, end, node) per mention of each
     sentence, token ids and text per name."""
 
-    def __init__(self, dataset_dir: str | Path, split: str = "train"):
+    SHARED = ("name_ids", "name_texts", "indptr", "indices", "rel", "rela", "rel_labels", "rela_labels", "num_nodes",
+              "name_ptr", "tokenizer", "special_ids")
+
+    def __init__(self, dataset_dir: str | Path, split: str = "train", share: "TrainingData | None" = None):
+        """`share`: a TrainingData of another split of the same dataset, whose names, graph and
+        tokenizer this one uses instead of loading its own (the validation split's costs only its
+        examples)."""
         from transformers import AutoTokenizer
 
         d = Path(dataset_dir)
@@ -106,6 +112,10 @@ class TrainingData:
         # One (start, end, node) row per mention: `for t0, t1, node in data.mentions[i]` reads a sentence's.
         self.mentions = Ragged(np.stack([starts.values, ends.values, nodes.values], axis=1), starts.offsets)
         del ex
+        if share is not None:
+            for attr in self.SHARED:
+                setattr(self, attr, getattr(share, attr))
+            return
         names = pl.read_parquet(d / "names.parquet")
         self.name_ids = Ragged.from_lists(names["input_ids"], np.int64)
         self.name_texts = Texts.from_strings(names["name"])

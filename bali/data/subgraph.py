@@ -70,9 +70,11 @@ def restrict(edges: pl.DataFrame | pl.LazyFrame, seeds: np.ndarray, hops: int, s
     key.sort()
     pair = key // (np.uint64(2) * nr * na)
     first = np.ones(len(key), dtype=bool)
-    first[1:] = pair[1:] != pair[:-1]
-    key, pair = key[first], pair[first]
+    np.not_equal(pair[1:], pair[:-1], out=first[1:])
+    key = key[first]  # one at a time: each full-length array is freed before the next copy is made
+    pair = pair[first]
     tie = key % (nr * na)
+    del key, first
     u = (pair // n).astype(np.int64)
     return {
         "old_ids": old,

@@ -2,12 +2,16 @@
 
 DVC runs the evaluate stage once per (model, task), and several tasks rank the same names (the demo's
 dev and test queries share a dictionary; the hierarchy probe ranks preferred names that are in it).
-`Encoder.vectors(texts)` keeps, per model and embedding protocol, a cache of text -> vector in
-`cache_dir/<key>/` and embeds only the texts it has not seen. The key hashes the model's weights and
-config, the tokenizer files and the protocol (pooling, case, max length), so a retrained model or a
-changed protocol never reads stale vectors. The cache is not a DVC output: it only saves time; a
-text's vector does not depend on which other texts were embedded beside it beyond float rounding
-in padded batches (~1e-7).
+`Encoder` keeps, per model and embedding protocol, a cache of text -> vector in `cache_dir/<key>/`
+and embeds only the texts it has not seen. The key hashes the model's weights and config, the
+tokenizer files and the protocol (pooling, case, max length), so a retrained model or a changed
+protocol never reads stale vectors. The cache is not a DVC output: it only saves time.
+
+Vectors are stored once, as float16 rows appended to `vectors.f16` (`texts.parquet` gives each
+text's row, `dim.txt` the width): 12 GB for 8 M names of 768 dims, read back in chunks by
+`ranking` (`Encoder.store`), never loaded whole. Every vector is rounded to float16, with or
+without the cache (a cosine moves by < 1e-3), so both rank alike. A text's vector does not depend
+on which other texts were embedded beside it beyond float rounding in padded batches (~1e-7).
 """
 from __future__ import annotations
 
@@ -19,7 +23,10 @@ import numpy as np
 import polars as pl
 import torch
 
+from bali.evaluation.ranking import VectorRows
+
 PROTOCOL_KEYS = ("pooling", "lowercase", "max_length")
+EMBED_CHUNK = 65536  # texts embedded and appended to the cache at a time: memory does not follow the dictionary
 
 
 def model_key(model_dir: str | Path, p: dict, device: str = "cpu") -> str:
@@ -59,39 +66,60 @@ class Encoder:
                      progress=progress)
 
     def vectors(self, texts: list[str], progress: str | None = None) -> torch.Tensor:
-        """L2-normalised vectors of `texts` in order; texts already in the cache are not embedded again."""
+        """L2-normalised float32 vectors (float16 precision) of `texts` in order: for query sets and
+        other lists that fit in memory; a dictionary goes through `store`."""
+        s = self.store(texts, progress)
+        if not len(texts):
+            return torch.empty(0, s.dim)
+        return torch.from_numpy(s.gather(s.rows).astype(np.float32))
+
+    def store(self, texts: list[str], progress: str | None = None) -> VectorRows:
+        """The rows of `texts`' vectors: in the cache file (texts not seen yet are embedded and
+        appended, chunk by chunk), or in memory without a cache."""
         if self.cache is None:
             self.stats["texts_embedded"] += len(texts)
-            return self.embed(texts, progress)
-        known, vecs = self._load()
-        distinct = list(dict.fromkeys(texts))
-        missing = [t for t in distinct if t not in known]
-        if missing:
-            new = self.embed(missing, progress).numpy()
-            for t, v in zip(missing, new):
-                known[t] = len(known)
-            vecs = new if vecs is None else np.concatenate([vecs, new])
-            self._save(known, vecs)
+            vecs = self.embed(texts, progress).numpy().astype(np.float16)
+            return VectorRows(vecs, vecs.shape[1], np.arange(len(texts)))
+        table = self._table()
+        want = pl.DataFrame({"text": texts}, schema={"text": pl.String})
+        rows = want.join(table, on="text", how="left", maintain_order="left")["row"]
+        missing = want.filter(rows.is_null())["text"].unique(maintain_order=True)
         self.stats["texts_embedded"] += len(missing)
-        self.stats["texts_from_cache"] += len(distinct) - len(missing)
-        return torch.from_numpy(vecs[[known[t] for t in texts]]) if texts else torch.empty(0, vecs.shape[1])
+        self.stats["texts_from_cache"] += want["text"].n_unique() - len(missing)
+        if len(missing):
+            table = self._append(table, missing.to_list(), progress)
+            rows = want.join(table, on="text", how="left", maintain_order="left")["row"]
+        return VectorRows(self.cache / "vectors.f16", self._dim(), rows.to_numpy().astype(np.int64))
 
-    def _load(self) -> tuple[dict[str, int], np.ndarray | None]:
-        if self.cache is None or not (self.cache / "vectors.npy").exists():
-            return {}, None
-        texts = pl.read_parquet(self.cache / "texts.parquet")["text"].to_list()
-        vecs = np.load(self.cache / "vectors.npy")
-        if len(texts) != len(vecs):  # a torn cache is ignored, never trusted
-            return {}, None
-        return dict(zip(texts, range(len(texts)))), vecs
+    def _dim(self) -> int:
+        path = self.cache / "dim.txt"
+        return int(path.read_text()) if path.exists() else self.model.config.hidden_size
 
-    def _save(self, known: dict[str, int], vecs: np.ndarray) -> None:
-        """Both files replaced atomically; vectors first, so a crash in between leaves a length
-        mismatch that `_load` rejects."""
+    def _table(self) -> pl.DataFrame:
+        """text -> row of the cache. Rows past the texts (a crash between the two writes) are ignored;
+        a vectors file shorter than its texts is never trusted."""
+        empty = pl.DataFrame(schema={"text": pl.String, "row": pl.Int64})
+        path, vectors = self.cache / "texts.parquet", self.cache / "vectors.f16"
+        if not path.exists() or not vectors.exists():
+            return empty
+        table = pl.read_parquet(path).with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
+        if vectors.stat().st_size < table.height * self._dim() * 2:
+            return empty
+        return table.select("text", "row")
+
+    def _append(self, table: pl.DataFrame, missing: list[str], progress: str | None) -> pl.DataFrame:
+        """Embed `missing` in chunks and append their float16 rows, then replace texts.parquet
+        atomically: the texts file never names a row that is not written."""
         self.cache.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache / f".vectors.{os.getpid()}.npy"
-        np.save(tmp, vecs)
-        os.replace(tmp, self.cache / "vectors.npy")
+        dim = self.model.config.hidden_size
+        (self.cache / "dim.txt").write_text(str(dim))
+        with open(self.cache / "vectors.f16", "r+b" if table.height else "wb") as f:
+            f.truncate(table.height * dim * 2)  # rows a crash left past the texts
+            f.seek(table.height * dim * 2)
+            for i in range(0, len(missing), EMBED_CHUNK):
+                f.write(self.embed(missing[i:i + EMBED_CHUNK], progress).numpy().astype(np.float16).tobytes())
+        texts = pl.concat([table.select("text"), pl.DataFrame({"text": missing}, schema={"text": pl.String})])
         tmp = self.cache / f".texts.{os.getpid()}.parquet"
-        pl.DataFrame({"text": list(known)}).write_parquet(tmp)
+        texts.write_parquet(tmp)
         os.replace(tmp, self.cache / "texts.parquet")
+        return texts.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64)).select("text", "row")

@@ -6,7 +6,8 @@ Task formats (SapBERT's `CUI||text` pairs, GSC+, BioSyn's) are read by `el_data`
 field may list several concepts (`C1|C2`, BioSyn's convention): any of them counts. Vectors come
 from an `embeddings.Encoder`, so tasks that share a dictionary embed it once per model. Ranking
 runs in query chunks against dictionary chunks with a running top-k, so no query x dictionary
-matrix exists: a full UMLS dictionary (millions of names) needs only its embeddings in memory.
+matrix exists; the dictionary's vectors stay on disk in float16 and are read in chunks (`ranking`),
+so a full UMLS dictionary (millions of names) needs memory for one chunk, not for the dictionary.
 """
 from __future__ import annotations
 
@@ -135,17 +136,17 @@ def run(ctx, task_dir: str | Path, task: dict, p: dict) -> tuple[dict, "pl.DataF
 
     import polars as pl
 
-    from bali.evaluation import graph_errors
+    from bali.evaluation import graph_errors, ranking
 
     encoder, seen, task_dir, graph_dir = ctx.encoder(), ctx.seen_concepts(), Path(task_dir), ctx.graph_dir
     q, d_cuis, d_texts, note = load(task_dir, task, graph_dir, ctx.obo if task.get("format") == "gsc" else None)
     frame = q.frame
     q_cuis, q_texts = frame["cui"].to_list(), frame["query"].to_list()
     t0 = time.perf_counter()
-    names = encoder.vectors(d_texts, progress="embed dictionary")
+    names = encoder.store(d_texts, progress="embed dictionary")
     t1 = time.perf_counter()
     queries = encoder.vectors(q_texts)
-    scores, idx = top_k(queries, names, p["k"], device=encoder.device)
+    scores, idx, ranked = ranking.rank(queries, names, p["k"], p, device=encoder.device)
     t2 = time.perf_counter()
     hit = hits(q_cuis, d_cuis, idx)
     qids, mention_hit = by_mention(hit, frame["qid"].to_numpy())
@@ -155,7 +156,7 @@ def run(ctx, task_dir: str | Path, task: dict, p: dict) -> tuple[dict, "pl.DataF
         "dictionary": task.get("dictionary") or str(task_dir / "dictionary.txt"), "dictionary_names": len(d_texts),
         "dictionary_concepts": len(set(d_cuis)), "queries": len(qids), "query_parts": len(q_texts),
         **accuracy_at(mention_hit, (1, p["k"])), "input_issues": q.issues.as_dict(),
-        "names_per_s": round(len(d_texts) / max(t1 - t0, 1e-9), 1), "queries_per_s": round(len(q_texts) / (t2 - t1), 1),
+        **ranked, "names_per_s": round(len(d_texts) / max(t1 - t0, 1e-9), 1), "queries_per_s": round(len(q_texts) / (t2 - t1), 1),
     }
     graph_ids = task.get("format", "pairs") != "biosyn"  # BioSyn ids (MeSH, OMIM) are not graph CUIs
     is_seen = np.array([bool(seen) and any(c in seen for c in cui.split("|")) for cui in q_cuis])
