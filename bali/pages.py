@@ -6,8 +6,8 @@ results page and the README's headline table, written from committed inputs by o
 
 `--compare` first copies the demo's comparison into docs/results/demo.json (committed, small), so
 the pages are rebuilt from files in the repository: docs/results/demo.json (when there is one) and
-ablations/*.csv. The README's headline is the demo setting's row of ablations/demo.csv: the aligned
-model on the demo's test halves and on real data, each paired with the base model. Every table has
+ablations/*.csv. The README's headline is the demo run of docs/results/demo.json (base against aligned
+on the demo's test halves, paired), or without one the demo setting's row of ablations/demo.csv. Every table has
 at most MAX_COLUMNS columns: the ablation tables are split by what they measure.
 """
 from __future__ import annotations
@@ -200,12 +200,17 @@ README_HEADLINE = [
 ]
 
 
-def readme_block(demo_row: dict) -> str:
-    rows = [[task, demo_row[v], demo_row[d], demo_row[p] if p else ""]
-            for task, v, d, p in README_HEADLINE if demo_row.get(v)]
-    return "\n".join([BEGIN, table(["task (figure)", "aligned", "Δ vs base [95 % CI]", "McNemar p"], rows), "",
-                      "Δ in points for shares, in ρ for correlations; 95 % intervals by paired bootstrap over the "
-                      "same items. Details, ablations and the search: [docs/results.md](docs/results.md).", END])
+def readme_block(demo_row: dict, rows: list[dict], base: str) -> str:
+    """The demo run's base-vs-aligned table when there is one, else the ablation table's demo row."""
+    if rows:
+        body = headline(rows, base)
+    else:
+        body = table(["task (figure)", "aligned", "Δ vs base [95 % CI]", "McNemar p"],
+                     [[task, demo_row[v], demo_row[d], demo_row[p] if p else ""]
+                      for task, v, d, p in README_HEADLINE if demo_row.get(v)])
+    return "\n".join([BEGIN, body, "", "Δ in points for shares, in ρ for correlations; 95 % intervals by paired "
+                      "bootstrap over the same items. Details, real data, ablations and the search: "
+                      "[docs/results.md](docs/results.md).", END])
 
 
 def load_rows(path: Path) -> list[dict]:
@@ -222,7 +227,7 @@ def pages(root: Path) -> dict[Path, str]:
     if BEGIN not in readme or END not in readme:
         raise SystemExit(f"{README}: no {BEGIN} … {END} block for the headline table")
     head, rest = readme.split(BEGIN, 1)
-    readme = head + readme_block(tables["demo"][0]) + rest.split(END, 1)[1]
+    readme = head + readme_block(tables["demo"][0], rows, base) + rest.split(END, 1)[1]
     return {root / RESULTS_PAGE: render_results(rows, base, tables), root / README: readme}
 
 

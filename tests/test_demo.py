@@ -80,13 +80,17 @@ def test_demo_graph_from_hpo(tmp_path):
     isa = edges.filter(pl.col("rela") == "isa").select("src", "dst")
     inverse = edges.filter(pl.col("rela") == "inverse_isa").select(src="dst", dst="src")
     assert isa.sort("src", "dst").equals(inverse.sort("src", "dst"))
-    # A second run from scratch gives the same bytes, inputs and outputs alike.
+    # A second run from scratch gives the same bytes, inputs and outputs alike (stats.json: the same
+    # counts; its "run" holds the run's wall time and memory)
     run_stage("demo_data", tmp_path / "demo2")
     run_stage("umls_graph", tmp_path / "demo2" / "META", tmp_path / "graph2")
-    for f in ["META/MRCONSO.RRF", "META/MRREL.RRF", "META/MRSTY.RRF", "corpus.jsonl", "stats.json"]:
+    for f in ["META/MRCONSO.RRF", "META/MRREL.RRF", "META/MRSTY.RRF", "corpus.jsonl"]:
         assert (tmp_path / "demo" / f).read_bytes() == (tmp_path / "demo2" / f).read_bytes(), f
-    for f in ["nodes.parquet", "codes.parquet", "edges.parquet/part-00000.parquet", "stats.json"]:
+    for f in ["nodes.parquet", "codes.parquet", "edges.parquet/part-00000.parquet"]:
         assert (tmp_path / "graph" / f).read_bytes() == (tmp_path / "graph2" / f).read_bytes(), f
+    for a, b in ((tmp_path / "demo", tmp_path / "demo2"), (tmp_path / "graph", tmp_path / "graph2")):
+        counts = [{k: v for k, v in json.loads((d / "stats.json").read_text()).items() if k != "run"} for d in (a, b)]
+        assert counts[0] == counts[1] and "wall_s" in json.loads((a / "stats.json").read_text())["run"]
 
 
 def test_isa_links_held_out_of_the_graph(tmp_path):
