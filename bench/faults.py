@@ -86,8 +86,9 @@ def snapshot(project: Path, paths: list[str]) -> dict[str, str]:
         for f in ([root] if root.is_file() else sorted(root.rglob("*")) if root.is_dir() else []):
             if f.is_file() and f.name not in TIMING and ".tmp" not in str(f.relative_to(project)):  # scratch: see stray()
                 data = f.read_bytes()
-                if f.name == "stats.json":  # its counts; "run" holds the run's own wall time and memory
-                    data = json.dumps({k: v for k, v in json.loads(data).items() if k != "run"}, sort_keys=True).encode()
+                if f.name in ("stats.json", "results.json"):  # all but the run's own time, memory and rates
+                    data = json.dumps({k: v for k, v in json.loads(data).items() if k != "run" and not k.endswith("_per_s")},
+                                      sort_keys=True).encode()
                 files[str(f.relative_to(project))] = hashlib.sha256(data).hexdigest()
     return files
 
