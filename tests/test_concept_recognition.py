@@ -7,9 +7,8 @@ from bali import graph
 from bali.corpus.build import build as build_corpus
 from bali.evaluation.el_data import read_gsc
 from bali.linking.concept_recognition import gold_mentions, gsc_to_pubtator, recognise, score
-from bali.linking.link import link
 from conftest import SHARED_DATA, conso, needs_shared, run_stage, save_tiny_bert, write_meta
-from test_link import CORPUS, LINK, corpus
+from test_link import CORPUS, LINK, corpus, run_link
 
 TYPES = {"C0000001": "T023", "C0000002": "T047", "C0000003": "T033", "C0000004": "T045"}
 
@@ -31,25 +30,18 @@ def typed_graph(tmp_path_factory):
     return out
 
 
-def run(graph_dir, corpus_dir, tmp_path, **p):
-    out = tmp_path / f"link{len(list(tmp_path.glob('link*')))}"
-    out.mkdir()
-    stats = link(graph_dir, corpus_dir, out, {**LINK, **p})
-    return pl.read_parquet(out / "mentions.parquet"), stats
-
-
 def test_semantic_type_filter(typed_graph, tmp_path):
     text = ("1|t|Heart failure and seizure.\n1|a|Autosomal dominant.\n"
             "1\t0\t13\tHeart failure\tDisease\tHP:0000002\n1\t18\t25\tseizure\tDisease\tHP:0000003\n"
             "1\t27\t45\tAutosomal dominant\tDisease\tHP:0000004\n")
     c = corpus(tmp_path, text)
-    every, _ = run(typed_graph, c, tmp_path)
+    every, _ = run_link(typed_graph, c, tmp_path)
     assert every["text"].to_list() == ["Heart failure", "seizure", "Autosomal dominant"]
     # "Heart" is inside "Heart failure": with T047 dropped it is found, not hidden by the longer name
-    kept, stats = run(typed_graph, c, tmp_path, semantic_types=["T023", "T033"])
+    kept, stats = run_link(typed_graph, c, tmp_path, semantic_types=["T023", "T033"])
     assert kept.select("text", "cui").rows() == [("Heart", "C0000001"), ("seizure", "C0000003")]
     assert stats["concepts_of_kept_types"] == 2
-    tagged, stats = run(typed_graph, c, tmp_path, method="pretagged", semantic_types=["T033"])
+    tagged, stats = run_link(typed_graph, c, tmp_path, method="pretagged", semantic_types=["T033"])
     assert tagged["text"].to_list() == ["seizure"] and stats["dropped_by_semantic_type"] == 2
 
 
@@ -168,11 +160,11 @@ def test_ner_method_links_by_name_then_by_vector(typed_graph, tmp_path):
     c = corpus(tmp_path, "1|t|Seizure and heart.\n1|a|Nothing else.\n")
     ner = {"model": str(tagger), "encoder": str(encoder), "threshold": 1.01, "embedding_cache": "",
            "batch_size": 8, "max_length": 64}
-    by_name, stats = run(typed_graph, c, tmp_path, method="ner", ner=ner)
+    by_name, stats = run_link(typed_graph, c, tmp_path, method="ner", ner=ner)
     assert by_name.select("text", "cui", "method", "score").rows() == [
         ("Seizure", "C0000003", "ner", 1.0), ("heart", "C0000001", "ner", 1.0)]
     assert stats["ner_spans"] == 7 and stats["ner_linked_by_name"] == 2 and stats["ner_spans_unlinked"] == 5
-    every, stats = run(typed_graph, c, tmp_path, method="ner", ner={**ner, "threshold": -1.0},
+    every, stats = run_link(typed_graph, c, tmp_path, method="ner", ner={**ner, "threshold": -1.0},
                        semantic_types=["T033", "T023"])
     assert every.height == 7 and stats["ner_linked_by_embedding"] == 5
     assert set(every["cui"]) <= {"C0000001", "C0000003"}  # only concepts of the kept types
