@@ -44,33 +44,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from test_workflow import ENV, copy_repo, free_port, sh, tiny_lm  # noqa: E402  (the workflow tests' tiny project)
+from test_workflow import ENV, free_port, sh, tiny_project  # noqa: E402  (the workflow tests' tiny project)
 
 TIMING = ("examples_per_s.tsv", "metrics.json", "compare.json")  # throughput and timings: not compared
 
 
 def build(work: Path) -> Path:
-    from bali import demo, ontology
-
-    d = copy_repo(work / "repo")
-    inputs = d / "inputs"
-    inputs.mkdir()
-    terms = ontology.parse_obo(ontology.hp_obo_path())
-    demo.write_corpus(terms, inputs / "all.jsonl")
-    (inputs / "corpus.jsonl").write_text("".join((inputs / "all.jsonl").read_text().splitlines(True)[:200]))
-    (inputs / "all.jsonl").unlink()
-    tiny_lm(inputs / "tiny-lm")
-    p = yaml.safe_load((d / "params.yaml").read_text())
-    p["corpus"]["input"] = "inputs/corpus.jsonl"
-    p["base_model"]["model"] = "inputs/tiny-lm"
-    p["link_kb"].update(ef_construction=20, m=8)
-    p["pretrain"].update(max_steps=40, batch_size=8, workers=0, checkpoint_every=10, layers=1)
-    p["evaluate"]["entity_linking"]["batch_size"] = 1024
-    (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q", "--force"], ["git", "add", "-A"],
-                ["git", "commit", "-qm", "tiny project"]):
-        sh(d, *cmd)
-    return d
+    return tiny_project(work / "repo", max_steps=40, checkpoint_every=10)
 
 
 def out_paths(project: Path, stage: str) -> list[str]:

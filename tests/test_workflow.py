@@ -70,10 +70,10 @@ def tiny_lm(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A git + DVC copy of the working tree with tiny inputs, reproduced once."""
-    d = copy_repo(tmp_path_factory.mktemp("wf") / "repo")
+def tiny_project(d: Path, **pretrain) -> Path:
+    """The working tree copied to `d` with tiny inputs (200 demo documents, a random tiny BERT) and
+    small settings, as a fresh git + DVC repository with one commit; `pretrain` overrides its section."""
+    copy_repo(d)
     inputs = d / "inputs"
     inputs.mkdir()
     from bali import demo, ontology
@@ -86,13 +86,19 @@ def project(tmp_path_factory):
     p["corpus"]["input"] = "inputs/corpus.jsonl"
     p["base_model"]["model"] = "inputs/tiny-lm"
     p["link_kb"].update(ef_construction=20, m=8)
-    p["pretrain"].update(max_steps=4, batch_size=8, workers=0, checkpoint_every=2, layers=1)
+    p["pretrain"].update(batch_size=8, workers=0, layers=1, **pretrain)
     p["evaluate"]["entity_linking"]["batch_size"] = 1024
     (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    sh(d, "git", "init", "-q")
-    sh(d, "dvc", "init", "-q", "--force")
-    sh(d, "git", "add", "-A")
-    sh(d, "git", "commit", "-qm", "tiny project")
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q", "--force"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "tiny project"]):
+        sh(d, *cmd)
+    return d
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A git + DVC copy of the working tree with tiny inputs, reproduced once."""
+    d = tiny_project(tmp_path_factory.mktemp("wf") / "repo", max_steps=4, checkpoint_every=2)
     sh(d, "dvc", "repro")
     sh(d, "git", "add", "-A")
     sh(d, "git", "commit", "-qm", "reproduced")
