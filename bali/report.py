@@ -199,6 +199,18 @@ def plot_curves(live_dir: Path, names: list[str], path: Path, title: str, smooth
     return True
 
 
+def stage_runs(stats_files: dict[str, str]) -> list[dict]:
+    """Each stage's wall time and peak memory, from the `run` figures its stats.json holds (stages
+    whose file is absent or has none are left out)."""
+    out = []
+    for stage, path in stats_files.items():
+        f = Path(path)
+        run = json.loads(f.read_text(encoding="utf-8")).get("run") if f.is_file() else None
+        if run:
+            out.append({"stage": stage, **run})
+    return out
+
+
 def read_ablations(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))

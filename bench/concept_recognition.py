@@ -2,6 +2,7 @@
 
   python bench/concept_recognition.py [--gsc ../shared/data/gsc-plus] [--graph data/graph]
                                       [--split test|dev|all] [--seed 29] [--ner-threshold 0.8]
+                                      [--ner-model models/ner] [--methods dictionary ner ...]
 
 Run after `make demo` (it needs the demo's HPO graph, data/graph). GSC+'s 228 abstracts are split by
 a seeded shuffle of their PMIDs into a dev half (for choosing a method's settings) and a test half
@@ -70,6 +71,9 @@ def main(argv=None):
     ap.add_argument("--split", choices=["dev", "test", "all"], default="test")
     ap.add_argument("--seed", type=int, default=29)
     ap.add_argument("--ner-threshold", type=float, help="link.ner.threshold (default: params.yaml's)")
+    ap.add_argument("--ner-model", help="link.ner.model: a tagger folder (default: params.yaml's)")
+    ap.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS), metavar="METHOD",
+                    help=f"the methods scored (default: all of {', '.join(METHODS)})")
     a = ap.parse_args(argv)
     os.chdir(ROOT)  # params.yaml's paths (models/ner, models/base, the embedding cache) are the repository's
     doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
@@ -81,12 +85,12 @@ def main(argv=None):
         gold_file = Path(tmp) / "gsc.pubtator"
         issues = gsc_to_pubtator(gsc, hp_obo_path(), gold_file, docs)
         print(f"GSC+ {a.split} half: {len(docs)} abstracts; gold issues {issues.as_dict()['counts']}")
-        for name, overrides in METHODS.items():
-            link_p = {**doc["link"], **overrides, "base": doc["base"]}
-            if a.ner_threshold is not None:
-                link_p["ner"] = {**link_p["ner"], "threshold": a.ner_threshold}
-            why = scispacy_available(link_p) if overrides["method"] == "scispacy" else \
-                ner_available(link_p) if overrides["method"] == "ner" else None
+        for name in a.methods:
+            link_p = {**doc["link"], **METHODS[name], "base": doc["base"]}
+            ner_overrides = {"threshold": a.ner_threshold, "model": a.ner_model}
+            link_p["ner"] = {**link_p["ner"], **{k: v for k, v in ner_overrides.items() if v is not None}}
+            why = scispacy_available(link_p) if link_p["method"] == "scispacy" else \
+                ner_available(link_p) if link_p["method"] == "ner" else None
             if why:
                 print(f"{name}: skipped: {why}")
                 results[name] = {"skipped": why}

@@ -42,9 +42,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from test_workflow import ENV, free_port, sh, tiny_project  # noqa: E402  (the workflow tests' tiny project)
+from bali.tiny_project import ENV, free_port, sh, tiny_project
 
 TIMING = ("examples_per_s.tsv", "metrics.json", "compare.json")  # throughput and timings: not compared
 

@@ -69,3 +69,16 @@ def test_docs_site_builds_strict(tmp_path):
                        capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "site" / "results" / "index.html").exists() and (tmp_path / "site" / "api" / "index.html").exists()
+
+
+def test_the_report_lists_each_stages_run_figures_from_its_stats(tmp_path):
+    (tmp_path / "graph.json").write_text('{"nodes": 3, "run": {"wall_s": 12.5, "peak_rss_gib": 1.234, '
+                                         '"children_peak_rss_gib": 0.0}}')
+    (tmp_path / "old.json").write_text('{"nodes": 3}')  # written before stages recorded their runs
+    runs = pages.report.stage_runs({"umls_graph": str(tmp_path / "graph.json"), "corpus": str(tmp_path / "old.json"),
+                                    "link": str(tmp_path / "absent.json")})
+    assert runs == [{"stage": "umls_graph", "wall_s": 12.5, "peak_rss_gib": 1.234, "children_peak_rss_gib": 0.0}]
+    row = {"task": "el_test", "kind": "entity_linking", "model": "bali", "metric": "acc@1", "value": 0.5, "std": None,
+           "protocol": "p", "ci95_low": 0.4, "ci95_high": 0.6}
+    text = pages.render_report([{**row, "model": "base"}, row], {}, [], "base", runs)
+    assert "| umls_graph | 12.5 | 1.23 | 0.00 |" in text
