@@ -19,7 +19,7 @@
    workers) over the dataset: examples/s over `--batches` batches and each worker's USS and PSS
    (psutil) after 50 batches and at the end (flat = the shared arrays are not being copied).
 
-Targets (issue 14): every stage <= 15 min and <= 10 GB peak RSS; the dataset stage's peak <= 2x its
+Targets: every stage <= 15 min and <= 10 GB peak RSS; the dataset stage's peak <= 2x its
 output; loader workers' private memory (USS) <= 200 MB each and flat; the loader >= 5x the training
 step's sentence rate on one H100. The last line is one JSON object with every figure.
 """
