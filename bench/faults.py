@@ -64,9 +64,14 @@ def snapshot(project: Path, paths: list[str]) -> dict[str, str]:
         for f in ([root] if root.is_file() else sorted(root.rglob("*")) if root.is_dir() else []):
             if f.is_file() and f.name not in TIMING and ".tmp" not in str(f.relative_to(project)):  # scratch: see stray()
                 data = f.read_bytes()
-                if f.name in ("stats.json", "results.json"):  # all but the run's own time, memory and rates
-                    data = json.dumps({k: v for k, v in json.loads(data).items() if k != "run" and not k.endswith("_per_s")},
+                if f.name in ("stats.json", "results.json"):
+                    # all but the run's own time, memory and rates, and how many vectors came from the
+                    # embedding cache (a rerun finds the killed run's vectors there)
+                    data = json.dumps({k: v for k, v in json.loads(data).items()
+                                       if k not in ("run", "embedding") and not k.endswith("_per_s")},
                                       sort_keys=True).encode()
+                if f.name == "report.md":  # its last section lists the data stages' wall times
+                    data = data.split(b"## Stage runs")[0]
                 files[str(f.relative_to(project))] = hashlib.sha256(data).hexdigest()
     return files
 
@@ -159,17 +164,20 @@ def stage_kills(project: Path, stage: str, seconds: float, kills: int, rng: rand
 
 
 def lock_intact(project: Path, row: Row) -> None:
-    """DVC rewrites dvc.lock in place: a kill during that write leaves it cut short, and every later
-    DVC command fails on it. Counted as lost (the pipeline's record of its outputs), then restored
-    from git, as a user would, so the suite goes on."""
+    """DVC rewrites dvc.lock in place: a kill during that write leaves it cut short — unreadable, or
+    readable but without the stages after the cut, whose outputs DVC then no longer knows. Either is
+    counted as lost (the pipeline's record of its outputs), then restored from git, as a user would,
+    so the suite goes on."""
+    committed = yaml.safe_load(sh(project, "git", "show", "HEAD:dvc.lock"))["stages"]
     try:
         lock = yaml.safe_load((project / "dvc.lock").read_text())
-        if isinstance(lock, dict) and "stages" in lock:
+        if isinstance(lock, dict) and set(committed) <= set(lock.get("stages") or {}):
             return
+        how = "without some stages"
     except yaml.YAMLError:
-        pass
+        how = "unreadable"
     row.lost += 1
-    row.notes.append("dvc.lock cut short by the kill; restored from git")
+    row.notes.append(f"dvc.lock cut short by the kill ({how}); restored from git")
     sh(project, "git", "checkout", "--", "dvc.lock")
 
 
@@ -190,6 +198,7 @@ def pretrain_kills(project: Path) -> Row:
     for name, ready in targets.items():
         if kill_when(start(project, *repro(project, "pretrain")), ready):
             row.faults += 1
+            lock_intact(project, row)
             row.check(project, paths, reference, after_kill=True)
         else:
             row.notes.append(f"{name}: missed (the run ended first)")
