@@ -144,22 +144,19 @@ COMPARISON_PROTOCOL = ("Each task's figure for each model on the same data; erro
                        "over items for zero-shot tasks, t over runs for fine-tuned ones).")
 
 
-def runs_table(runs: list[dict]) -> list[str]:
-    """The data stages' own wall time and peak RSS (bali.io.run_figures), as their stats.json hold them."""
-    if not runs:
-        return []
+def render_runs(runs: list[dict]) -> str:
+    """reports/runs.md: the data stages' own wall time and peak RSS (bali.io.run_figures), as their
+    stats.json hold them. Its own file: timings differ from run to run, report.md must not."""
     rows = [[r["stage"], f"{r['wall_s']:.1f}", f"{r['peak_rss_gib']:.2f}", f"{r['children_peak_rss_gib']:.2f}"]
             for r in runs]
-    return ["## Stage runs", "", table(["stage", "wall s", "peak RSS GiB", "largest child's peak RSS GiB"], rows), "",
-            "*Each stage's own figures from its `stats.json` (`run`): wall seconds from its process start, "
-            "interpreter and imports included, as of its last run (a stage DVC restored from its cache keeps the "
-            "figures of the run that made it).*", ""]
+    return "\n".join(["# Stage runs", "", table(["stage", "wall s", "peak RSS GiB", "largest child's peak RSS GiB"], rows),
+                      "", "*Each stage's own figures from its `stats.json` (`run`): wall seconds from its process start, "
+                      "interpreter and imports included, as of its last run (a stage DVC restored from its cache keeps "
+                      "the figures of the run that made it).*"]) + "\n"
 
 
-def render_report(rows: list[dict], figures: dict[str, str], ablation_rows: list[dict], base: str,
-                  runs: list[dict] = ()) -> str:
-    """reports/report.md: the headline first, then the figures, the details, the ablations and the
-    stages' run figures."""
+def render_report(rows: list[dict], figures: dict[str, str], ablation_rows: list[dict], base: str) -> str:
+    """reports/report.md: the headline first, then the figures, the details and the ablations."""
     out = ["# bali report", "", f"Base model `{base}` against the aligned model(s) with the same protocol and data. "
            + INTERVALS, "", "## Headline", "", headline(rows, base), ""]
     if any(r["task"].endswith("_dev") for r in rows):
@@ -179,7 +176,7 @@ def render_report(rows: list[dict], figures: dict[str, str], ablation_rows: list
     if ablation_rows:
         out += ["", "## Ablations", "", "Each row is a `dvc exp run -S …` of the demo; Δ in points of the share.", ""]
         out += ablation_tables(ablation_rows)
-    out += [""] + runs_table(list(runs))
+    out += ["", "Each data stage's wall time and peak memory: [runs.md](runs.md)."]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -4,8 +4,8 @@
 
 Reads EVAL_DIR/<model>/<task>/{results.json,predictions.parquet} (the evaluate stage), LIVE_DIR
 (dvclive's pre-training logs), `report.ablations` (a CSV written by `make ablations`) and the data
-stages' stats.json (`report.stage_stats`: their wall time and peak RSS). Writes
-OUT_DIR/report.md with its figures (OUT_DIR/figures/*.png), OUT_DIR/compare.json (every figure,
+stages' stats.json (`report.stage_stats`). Writes OUT_DIR/report.md with its figures
+(OUT_DIR/figures/*.png), OUT_DIR/runs.md (each data stage's wall time and peak RSS), OUT_DIR/compare.json (every figure,
 interval and paired test in the report), OUT_DIR/summary.json (each task's paired gain: the DVC
 metric) and OUT_DIR/params.json.
 """
@@ -41,9 +41,8 @@ def main(argv=None):
                               "graph vector vs the target's name: ||graph - name|| / ||name||, cosine (moving mean of 10 steps)",
                               smooth=10):
             figures["encoder_share"] = "figures/encoder_share.png"
-        runs = report.stage_runs(p["stage_stats"])
-        (tmp / "report.md").write_text(pages.render_report(rows, figures, ablations, p["base_model"], runs),
-                                       encoding="utf-8")
+        (tmp / "report.md").write_text(pages.render_report(rows, figures, ablations, p["base_model"]), encoding="utf-8")
+        (tmp / "runs.md").write_text(pages.render_runs(report.stage_runs(p["stage_stats"])), encoding="utf-8")
         write_json(tmp / "compare.json", {f"{r['task']}/{r['model']}": r for r in rows})
         write_json(tmp / "summary.json", report.summary(rows, p["base_model"]))
         params.save_resolved(p, tmp, eval_dir=str(eval_dir), live_dir=str(live_dir))

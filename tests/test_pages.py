@@ -71,7 +71,7 @@ def test_docs_site_builds_strict(tmp_path):
     assert (tmp_path / "site" / "results" / "index.html").exists() and (tmp_path / "site" / "api" / "index.html").exists()
 
 
-def test_the_report_lists_each_stages_run_figures_from_its_stats(tmp_path):
+def test_the_reports_list_each_stages_run_figures_from_its_stats(tmp_path):
     (tmp_path / "graph.json").write_text('{"nodes": 3, "run": {"wall_s": 12.5, "peak_rss_gib": 1.234, '
                                          '"children_peak_rss_gib": 0.0}}')
     (tmp_path / "old.json").write_text('{"nodes": 3}')  # written before stages recorded their runs
@@ -80,5 +80,5 @@ def test_the_report_lists_each_stages_run_figures_from_its_stats(tmp_path):
     assert runs == [{"stage": "umls_graph", "wall_s": 12.5, "peak_rss_gib": 1.234, "children_peak_rss_gib": 0.0}]
     row = {"task": "el_test", "kind": "entity_linking", "model": "bali", "metric": "acc@1", "value": 0.5, "std": None,
            "protocol": "p", "ci95_low": 0.4, "ci95_high": 0.6}
-    text = pages.render_report([{**row, "model": "base"}, row], {}, [], "base", runs)
-    assert "| umls_graph | 12.5 | 1.23 | 0.00 |" in text
+    assert "| umls_graph | 12.5 | 1.23 | 0.00 |" in pages.render_runs(runs)
+    assert "[runs.md](runs.md)" in pages.render_report([{**row, "model": "base"}, row], {}, [], "base")

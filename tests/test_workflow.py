@@ -22,7 +22,7 @@ def lock_outs(project: Path) -> dict[str, str]:
     timings)."""
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     return {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])
-            if not o["path"].endswith(("metrics.json", "compare.json", "results.json", "stats.json"))
+            if not o["path"].endswith(("metrics.json", "compare.json", "results.json", "stats.json", "runs.md"))
             and "plots" not in o["path"]}
 
 
