@@ -2,6 +2,7 @@
 -S ...` of the pipeline, and the table is read back from `dvc exp show --json`.
 
   python -m bali.ablations run ablations/demo.yaml     # runs the rows the current pipeline lacks
+  python -m bali.ablations run ablations/demo.yaml --jobs 2   # two at a time, from DVC's queue
   python -m bali.ablations table ablations/demo.yaml   # -> ablations/demo.csv (the report's table)
 
 Only experiments of the current pipeline count: a row is current when its experiment's baseline
@@ -12,13 +13,17 @@ evaluates them too, as test data. `columns: dev` keeps a table to its dev column
 settings are chosen, never reads test figures); `current_only: false` keeps rows of any commit (a
 search's log of what was tried, code changing along the way). `reference: ROW` adds paired
 comparisons of every row with that one (McNemar and bootstrap over the same items, as the report
-pairs a model with the base), from each experiment's own predictions in the DVC cache.
+pairs a model with the base), from each experiment's own predictions in the DVC cache. A row's
+`seeds: [30, 31]` trains the same setting again from those pre-training seeds (`pretrain.seed`;
+experiments ROW-seed30, ROW-seed31) and adds each value's mean ± std over the row's seeds.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import os
+import statistics
 import subprocess
 import tempfile
 from pathlib import Path
@@ -104,18 +109,35 @@ def flow(items: list[dict]) -> str:
     return "[" + ", ".join("{" + ", ".join(f"{k}: {v}" for k, v in t.items()) + "}" for t in items) + "]"
 
 
-def run(path: Path) -> None:
+def runs(row: dict) -> list[tuple[str, list[str]]]:
+    """(experiment name, overrides) of a row: the row itself, then one per extra pre-training seed
+    (`seeds: [30, 31]` -> ROW-seed30, ROW-seed31: the same setting, trained again from another seed)."""
+    return [(row["name"], row["set"])] + [(f"{row['name']}-seed{s}", [*row["set"], f"pretrain.seed={s}"])
+                                         for s in row.get("seeds", [])]
+
+
+def run(path: Path, jobs: int = 1) -> None:
+    """Run the spec's missing experiments: one after another (`dvc exp run --temp`), or with jobs > 1
+    queued and run that many at a time (`dvc exp run --run-all -j`), each with cores / jobs threads."""
     spec = spec_of(path)
     done = experiments(spec.get("current_only", True))
     items = task_items(spec)
     extra = ["-S", f"evaluate.tasks={flow(items)}"] if items else []
+    queued = 0
     for row in spec["rows"]:
-        if row["name"] in done:
-            print(f"ablations: {row['name']} already ran (on {done[row['name']]['commit']})")
-            continue
-        cmd = ["dvc", "exp", "run", "--temp", "-n", row["name"]] + [a for o in row["set"] for a in ("-S", o)] + extra
-        print("ablations:", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
+        for name, overrides in runs(row):
+            if name in done:
+                print(f"ablations: {name} already ran (on {done[name]['commit']})")
+                continue
+            cmd = ["dvc", "exp", "run", "--queue" if jobs > 1 else "--temp", "-n", name] + \
+                [a for o in overrides for a in ("-S", o)] + extra
+            print("ablations:", " ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True)
+            queued += 1
+    if jobs > 1 and queued:
+        threads = str(max(1, (os.cpu_count() or 1) // jobs))  # jobs x threads <= cores: no oversubscription
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        subprocess.run(["dvc", "exp", "run", "--run-all", "-j", str(jobs)], check=True, env=env)
 
 
 def cell(compare: dict, task: str, what: str) -> str:
@@ -217,26 +239,53 @@ def columns(spec: dict) -> dict:
     return {**DEV, **TEST, **(REAL if spec.get("real_tasks") else {})}
 
 
+def over_seeds(row: dict, found: dict, seeded: dict) -> dict:
+    """{column: "mean ± std (each seed's value)"} over a row's pre-training seeds (std with ddof 1:
+    the run-to-run noise to read a difference between rows against), or {} for a row without seeds."""
+    if not row.get("seeds"):
+        return {}
+    compares = [compare_of(found[name]["rev"]) for name, _ in runs(row)]
+    out = {}
+    for col, (task, _) in seeded.items():
+        vals = [c[f"{task}/bali"]["value"] for c in compares if "value" in c.get(f"{task}/bali", {})]
+        if len(vals) == len(compares):
+            mean, std = statistics.mean(vals), statistics.stdev(vals)
+            out[col] = f"{mean:.3f} ± {std:.3f} ({', '.join(f'{v:.3f}' for v in vals)})"
+    return out
+
+
 def table(path: Path, out: Path, seed: int = 29) -> None:
     spec = spec_of(path)
     found = experiments(spec.get("current_only", True))
-    missing = [r["name"] for r in spec["rows"] if r["name"] not in found]
+    # A log (current_only: false) keeps the lines it recorded of rows whose experiments are no longer
+    # here (a fresh clone has none): what was tried stays in the table.
+    recorded = {r["row"]: r for r in csv.DictReader(out.open(encoding="utf-8"))} \
+        if not spec.get("current_only", True) and out.exists() else {}
+    ran = [r for r in spec["rows"] if all(name in found for name, _ in runs(r))]
+    missing = [name for r in spec["rows"] if r not in ran and r["name"] not in recorded
+               for name, _ in runs(r) if name not in found]
     if missing:
         raise SystemExit(f"ablations: no experiment of the current pipeline named {', '.join(missing)}; "
                          f"run `python -m bali.ablations run {path}`")
     cols, vs_cols = columns(spec), versus_columns(spec)
-    vs = versus(spec, found, vs_cols, seed) if vs_cols else {}
+    vs = versus({**spec, "rows": ran}, found, vs_cols, seed) if vs_cols else {}
+    seeded = {f"{c} over seeds": where for c, where in cols.items() if where[1] == "value"} \
+        if any(r.get("seeds") for r in spec["rows"]) else {}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, ["row", "commit", "what", "overrides", *GRAPH, *cols, *vs_cols])
+        w = csv.DictWriter(f, ["row", "commit", "what", "overrides", *GRAPH, *cols, *vs_cols, *seeded])
         w.writeheader()
         for r in spec["rows"]:
+            if r not in ran:
+                w.writerow({k: v for k, v in recorded[r["name"]].items() if k in w.fieldnames})
+                continue
             exp = found[r["name"]]
             compare = compare_of(exp["rev"])
             w.writerow({"row": r["name"], "commit": exp["commit"], "what": r["what"],
                         "overrides": " ".join(f"-S {o}" for o in r["set"]), **graph_cells(exp),
-                        **{c: cell(compare, *where) for c, where in cols.items()}, **vs.get(r["name"], {})})
+                        **{c: cell(compare, *where) for c, where in cols.items()}, **vs.get(r["name"], {}),
+                        **over_seeds(r, found, seeded)})
     tmp.replace(out)
     print(f"ablations: {len(spec['rows'])} rows -> {out}")
 
@@ -245,9 +294,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("action", choices=["run", "table"])
     ap.add_argument("spec", type=Path)
+    ap.add_argument("--jobs", type=int, default=1, help="run: experiments at a time (queued; cores shared out)")
     args = ap.parse_args(argv)
     if args.action == "run":
-        run(args.spec)
+        run(args.spec, args.jobs)
     else:
         seed = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))["base"]["seed"]
         table(args.spec, args.spec.with_suffix(".csv"), seed)

@@ -127,6 +127,10 @@ def ablation_tables(rows: list[dict]) -> list[str]:
             continue
         task = where.get(col, ("",))[0]
         title = next((t for prefix, t in ABLATION_GROUPS.items() if task.startswith(prefix)), "Against the reference row")
+        if col in ablations.GRAPH:
+            title = "The graph encoder at the last training step"
+        elif col.endswith(" over seeds"):
+            title = "Over pre-training seeds: mean ± std (each seed's value)"
         groups.setdefault(title, []).append(col)
     out = [table(["row", "what", "overrides"], [[r["row"], r["what"], r["overrides"]] for r in rows]), ""]
     for title, cols in groups.items():
@@ -193,7 +197,11 @@ def render_results(rows: list[dict], base: str, tables: dict[str, list[dict]]) -
                        "(`ablations/demo.yaml`, `make ablations`), evaluated on the test halves and paired with the base "
                        "model and with the reference row over the same items."),
               "search": ("The search that chose the demo setting", "Settings tried on dev data only "
-                         "(`ablations/search.yaml`): the dev columns decided; test figures were never read here.")}
+                         "(`ablations/search.yaml`): the dev columns decided; test figures were never read here."),
+              "encoder": ("Where the graph encoder carries the graph", "Settings tried on dev data only "
+                          "(`ablations/encoder.yaml`, its rule in that file), each paired with `f-no-gnn`: the demo "
+                          "setting with the encoder replaced by the identity. The encoder's share and the "
+                          "graph·name cosine are the pre-training's last step.")}
     for name, rows_ in tables.items():
         title, text = titles.get(name, (f"Ablations: {name}", f"`ablations/{name}.yaml`."))
         out += [f"## {title}", "", text, ""] + ablation_tables(rows_)

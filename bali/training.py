@@ -68,11 +68,17 @@ def pick_device(p: dict) -> torch.device:
     return device
 
 
+def seed_of(p: dict) -> int:
+    """The pre-training's seed (initialisation, batch order, draws, masks): `seed`, or the pipeline's
+    `base.seed` when that is null. A seed of its own varies the training alone, on the same data split."""
+    return p["base"]["seed"] if p.get("seed") is None else int(p["seed"])
+
+
 def make_loader(data: TrainingData, p: dict, device: torch.device, rank: int = 0, world_size: int = 1):
     """The training batches of `data` for these params (the benchmarks build theirs here too)."""
     if p["sample_per"] not in ("concept", "occurrence"):
         raise ValueError(f"pretrain.sample_per must be concept or occurrence, not {p['sample_per']!r}")
-    return loader(data, p["batch_size"], p["base"]["seed"], p["workers"], rank, world_size,
+    return loader(data, p["batch_size"], seed_of(p), p["workers"], rank, world_size,
                   pin_memory=device.type == "cuda" and p["pin_memory"], neighbors=p["neighbors"],
                   mlm_probability=p["mlm_probability"], linear_graph=p["graph_encoder"] == "linear",
                   synonyms=p["synonym_weight"] > 0, links=p["link_weight"] > 0,
@@ -271,7 +277,7 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
     before the first) the validation split's loss is logged on every rank's share, and
     `evaluate(lm) -> {name: value}` runs on rank 0 while the others wait outside NCCL. `live` (rank
     0's dvclive record, or None) must start empty: a resumed run rewrites the checkpoint's points."""
-    seed = p["base"]["seed"]
+    seed = seed_of(p)
     torch.manual_seed(seed)
     device = pick_device(p)
     data = TrainingData(dataset_dir, "train")

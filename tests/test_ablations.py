@@ -1,5 +1,6 @@
 """The ablation table: only experiments of the current pipeline count (a docs-only commit keeps
-them, a params change does not), each row names its commit, real tasks travel as absolute paths."""
+them, a params change does not), each row names its commit, a search's log keeps what it recorded,
+seed rows give mean ± std, real tasks travel as absolute paths."""
 import csv
 import subprocess
 
@@ -58,6 +59,18 @@ def test_rows_of_the_current_pipeline_only(tmp_path, monkeypatch):
     spec.write_text(yaml.safe_dump({"rows": [{"name": "stale", "what": "w", "set": []}]}))
     with pytest.raises(SystemExit, match="current pipeline named stale"):
         ablations.table(spec, spec.with_suffix(".csv"))
+    # a log keeps the lines it recorded of rows whose experiments are gone (a fresh clone has none)
+    out = spec.with_suffix(".csv")
+    out.write_text("row,commit,dev acc@1\ngone,abc1234,0.333\n")
+    log = {"columns": "dev", "current_only": False, "rows": [{"name": "kept", "what": "w", "set": []},
+                                                            {"name": "gone", "what": "w", "set": []}]}
+    spec.write_text(yaml.safe_dump(log))
+    ablations.table(spec, out)
+    assert [(r["row"], r["commit"], r["dev acc@1"]) for r in csv.DictReader(out.open())] == \
+        [("kept", current[:7], "0.510"), ("gone", "abc1234", "0.333")]
+    spec.write_text(yaml.safe_dump({**log, "rows": log["rows"] + [{"name": "never", "what": "w", "set": []}]}))
+    with pytest.raises(SystemExit, match="named never"):
+        ablations.table(spec, out)
 
 
 def test_real_tasks_absolute_or_skipped(tmp_path, monkeypatch):
@@ -88,3 +101,24 @@ def test_rows_paired_with_the_reference_row(tmp_path, monkeypatch):
     assert got["ref"] == {} and got["new"]["dev hit@10 Δ vs ref (pts) [95 % CI], p"].startswith("+50.0 [")
     assert got["new"]["dev hit@10 Δ vs ref (pts) [95 % CI], p"].endswith("p 0.5")
     assert "dev acc@1 Δ vs ref (pts) [95 % CI], p" not in got["new"]  # no entity-linking predictions: no figure
+
+
+def test_seed_rows_run_and_aggregate(tmp_path, monkeypatch):
+    row = {"name": "demo", "what": "w", "set": ["pretrain.x=1"], "seeds": [30, 31]}
+    assert ablations.runs(row) == [("demo", ["pretrain.x=1"]), ("demo-seed30", ["pretrain.x=1", "pretrain.seed=30"]),
+                                   ("demo-seed31", ["pretrain.x=1", "pretrain.seed=31"])]
+    found = {name: {"commit": "c", "data": live(0.5), "rev": name} for name in ("demo", "demo-seed30", "demo-seed31")}
+    compares = {"demo": compare(0.50, 0.0), "demo-seed30": compare(0.54, 0.0), "demo-seed31": compare(0.52, 0.0)}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ablations, "experiments", lambda current_only=True: found)
+    monkeypatch.setattr(ablations, "compare_of", lambda rev: compares[rev])
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"columns": "dev", "rows": [row]}))
+    ablations.table(spec, spec.with_suffix(".csv"))
+    got, = csv.DictReader(spec.with_suffix(".csv").open())
+    # mean 0.52, sample std sqrt(((-.02)^2 + .02^2 + 0) / 2) = 0.02; every seed's value beside them
+    assert got["dev acc@1"] == "0.500" and got["dev acc@1 over seeds"] == "0.520 ± 0.020 (0.500, 0.540, 0.520)"
+    assert got["dev parent hit@10 over seeds"] == "0.500 ± 0.000 (0.500, 0.500, 0.500)"
+    del found["demo-seed31"]  # a seed that has not run: no table
+    with pytest.raises(SystemExit, match="demo-seed31"):
+        ablations.table(spec, spec.with_suffix(".csv"))

@@ -109,6 +109,14 @@ def test_validation_loss_logged_every_eval_every_steps(setup, tmp_path):
     assert first["val/loss"] != last["val/loss"]
 
 
+def test_pretraining_seed_varies_training_alone(setup, tmp_path):
+    ds, tmp, p = setup
+    q = {**p, "max_steps": 2, "checkpoint_every": 100}
+    by_base = train(ds, tmp_path / "a", {**q, "seed": None}, str(tmp / "lm"))  # null: the pipeline's base.seed
+    assert same_weights(by_base, train(ds, tmp_path / "b", {**q, "seed": p["base"]["seed"]}, str(tmp / "lm")))
+    assert not same_weights(by_base, train(ds, tmp_path / "c", {**q, "seed": p["base"]["seed"] + 1}, str(tmp / "lm")))
+
+
 def test_saved_lm_reloads(setup, tmp_path):
     ds, tmp, p = setup
     model = train(ds, tmp_path / "run", {**p, "max_steps": 2}, str(tmp / "lm")).eval()
