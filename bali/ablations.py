@@ -79,7 +79,8 @@ def experiments(current_only: bool = True) -> dict[str, dict]:
         if commit == "workspace" or not rev.get("experiments") or (current_only and not same_pipeline(commit)):
             continue
         for exp in rev["experiments"]:
-            if exp.get("executor"):  # running, queued or failed: no figures of its own yet
+            executor = exp.get("executor")  # a queued run keeps one: "success" once it has finished
+            if executor and executor.get("state") != "success":  # running, queued or failed: no figures yet
                 continue
             for r in exp.get("revs", []):
                 if r.get("name") and r.get("data") and r["name"] not in found:

@@ -38,7 +38,10 @@ def test_rows_of_the_current_pipeline_only(tmp_path, monkeypatch):
     current = commit(tmp_path, {"params.yaml": "a: 2\n"}, "params")
     commit(tmp_path, {"README.md": "figures\n", "ablations/x.csv": ""}, "docs only")
     shown = [{"rev": "workspace"},
-             {"rev": current, "experiments": [{"revs": [{"name": "kept", "data": live(0.51), "rev": "e1"}]}]},
+             {"rev": current, "experiments": [{"revs": [{"name": "kept", "data": live(0.51), "rev": "e1"}],
+                                               "executor": {"state": "success"}},  # finished in DVC's queue
+                                              {"revs": [{"name": "busy", "data": live(0.2), "rev": "e4"}],
+                                               "executor": {"state": "running"}}]},
              {"rev": old, "experiments": [{"revs": [{"name": "stale", "data": live(0.4), "rev": "e2"}]},
                                           {"revs": [{"name": "kept", "data": live(0.1), "rev": "e3"}]}]}]
     monkeypatch.chdir(tmp_path)
