@@ -24,8 +24,10 @@ test: setup
 	PATH="$(BIN):$$PATH" $(PY) -m pytest -q
 
 # Each row of ablations/demo.yaml as a DVC experiment (after `make demo`), then the report's table.
+# `make ablations JOBS=2` runs two at a time from DVC's queue.
+JOBS ?= 1
 ablations: setup
-	PATH="$(BIN):$$PATH" $(PY) -m bali.ablations run ablations/demo.yaml
+	PATH="$(BIN):$$PATH" $(PY) -m bali.ablations run ablations/demo.yaml --jobs $(JOBS)
 	PATH="$(BIN):$$PATH" $(PY) -m bali.ablations table ablations/demo.yaml
 	PATH="$(BIN):$$PATH" dvc repro report
 
