@@ -34,8 +34,10 @@ ablations: setup
 # The ablation experiments side by side (after `make ablations`): each task's gain over the base model
 # (reports/summary.json), the experiment's name saying what changed; narrow enough for a terminal.
 EXPS_KEEP := Experiment$$|demo_el_dev\.delta$$|demo_el_test\.(delta|p)$$|hierarchy_dev\.delta$$|hierarchy_held_out\.delta$$
+# Of the commit the rows of ablations/demo.csv ran on (later commits that only touch docs keep them).
+EXPS_REV ?= $(shell awk -F, 'NR == 2 {print $$2}' ablations/demo.csv)
 exps: setup
-	PATH="$(BIN):$$PATH" dvc exp show --only-changed --no-pager --drop '.*' --keep '$(EXPS_KEEP)'
+	PATH="$(BIN):$$PATH" dvc exp show --rev $(EXPS_REV) --only-changed --no-pager --drop '.*' --keep '$(EXPS_KEEP)'
 
 # The documentation site on http://127.0.0.1:8000 (`make test` builds it with --strict).
 docs: setup
