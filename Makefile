@@ -27,8 +27,8 @@ test: setup
 # `make ablations JOBS=2` runs two at a time from DVC's queue.
 JOBS ?= 1
 ablations: setup
-	PATH="$(BIN):$$PATH" $(PY) -m bali.ablations run ablations/demo.yaml --jobs $(JOBS)
-	PATH="$(BIN):$$PATH" $(PY) -m bali.ablations table ablations/demo.yaml
+	PATH="$(BIN):$$PATH" $(PY) -m bali.reporting.ablations run ablations/demo.yaml --jobs $(JOBS)
+	PATH="$(BIN):$$PATH" $(PY) -m bali.reporting.ablations table ablations/demo.yaml
 	PATH="$(BIN):$$PATH" dvc repro report
 
 # The ablation experiments side by side (after `make ablations`): each task's gain over the base model

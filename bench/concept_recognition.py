@@ -10,7 +10,7 @@ a seeded shuffle of their PMIDs into a dev half (for choosing a method's setting
 with params.yaml's `corpus` and `link` sections and the method's overrides (`ner` with the tagger in
 `link.ner.model`, when it holds one: `dvc exp run -S link.method=ner` or the ner_model stage trains
 it), then is scored against
-the gold mentions (`bali.linking.concept_recognition`): mention-level (exact span + concept, and
+the gold mentions (`bali.evaluation.concept_recognition`): mention-level (exact span + concept, and
 overlapping span + concept) and document-level micro P / R / F1, with the most frequent false
 positives and misses. Prints a table and ends with one JSON line.
 """
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from bali.ontology import hp_obo_path
-from bali.linking.concept_recognition import gsc_to_pubtator, recognise
+from bali.kg.ontology import hp_obo_path
+from bali.evaluation.concept_recognition import gsc_to_pubtator, recognise
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {  # name -> link overrides

@@ -3,7 +3,7 @@
   python bench/dataset.py [--dataset data/dataset] [--batch-size 32] [--batches 200] [--steps 10]
 
 Run after `make demo` (it reads the dataset stage's output). Batches come from
-`bali.training.make_loader` with the demo's pretrain params (the batches `train` makes: names,
+`bali.training.loop.make_loader` with the demo's pretrain params (the batches `train` makes: names,
 synonyms, neighbours as configured), steps from `prepare` / `forward_backward` / `optimizer_step`.
 Measures:
 - loader throughput, examples/s, with 2 data-loader workers;
@@ -27,7 +27,7 @@ import yaml
 
 from bali.data.batches import TrainingData
 from bali.data.examples import resolve_tokenizer_path
-from bali.training import build_model, forward_backward, make_loader, optimizer_step, prepare, schedule
+from bali.training.loop import build_model, forward_backward, make_loader, optimizer_step, prepare, schedule
 
 
 def main():

@@ -32,7 +32,7 @@ class Clock:
     """Time and examples through finetune.train / predict_logits, whatever kind calls them."""
 
     def __init__(self):
-        from bali.evaluation import finetune
+        from bali.lm import finetune
 
         self.train_s = self.train_n = self.eval_s = self.eval_n = 0
         train, predict = finetune.train, finetune.predict_logits
@@ -94,7 +94,7 @@ def main():
     import torch
     import yaml
 
-    from bali import report
+    from bali.reporting import report
     from bali.io import write_json
 
     if not SHARED_DATA.is_dir():

@@ -54,7 +54,7 @@ def dictionary(args) -> Path:
 def queries(args, path: Path):
     import torch
 
-    from bali.evaluation.ranking import VectorRows
+    from bali.lm.ranking import VectorRows
 
     g = np.random.default_rng(1)
     src = VectorRows(path, args.dim, np.arange(args.names)).gather(np.sort(g.choice(args.names, args.queries, replace=False)))
@@ -65,7 +65,7 @@ def queries(args, path: Path):
 def part(args) -> dict:
     import torch
 
-    from bali.evaluation import entity_linking, ranking
+    from bali.lm import encoder, ranking
 
     torch.set_num_threads(args.threads)
     import faiss
@@ -91,7 +91,7 @@ def part(args) -> dict:
         n = min(args.baseline_names, args.names)
         names = torch.from_numpy(store.read(0, n).astype(np.float32))  # the old cache: float32, whole, in RAM
         t0 = time.perf_counter()
-        entity_linking.top_k(q, names, args.k)
+        encoder.top_k(q, names, args.k)
         out["names"] = n
     seconds = time.perf_counter() - t0
     return {**out, "seconds": seconds, "queries_per_s": args.queries / seconds, "peak_rss_gib": peak_rss_gib(),

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import yaml
 
-from bali.tiny_project import ENV, free_port, sh, tiny_project
+from tiny_project import ENV, free_port, sh, tiny_project
 
 TIMING = ("examples_per_s.tsv", "metrics.json", "compare.json", "runs.md")  # throughput and timings: not compared
 

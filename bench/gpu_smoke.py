@@ -35,7 +35,7 @@ PART_TIMEOUT_S = {"train": 330, "bench": 180, "tests": 150, "ddp": 120}
 
 
 class Recorder:
-    """The dvclive calls `bali.training.train` makes, written as JSON lines as they happen (a killed
+    """The dvclive calls `bali.training.loop.train` makes, written as JSON lines as they happen (a killed
     run keeps what it logged). With `kill_at`, the process SIGKILLs itself after that many steps."""
 
     def __init__(self, path: Path, kill_at: int | None = None):
@@ -105,7 +105,7 @@ def child(args) -> None:
     """One training process of part a (args.rank None) or d (a DDP rank)."""
     import torch
 
-    from bali.training import train
+    from bali.training.loop import train
 
     cfg = json.loads(Path(args.config).read_text())
     p, rank, world = cfg["params"], 0, 1

@@ -2,8 +2,8 @@
 
   python bench/pretrain.py [--shape demo|paper] [--device cpu|cuda] [--steps 3] [--batch-size B] [--micro-batch M]
 
-Run after `make demo` (it reads data/dataset). Batches come from `bali.training.make_loader` and
-steps run through `bali.training.prepare` / `forward_backward` / `optimizer_step`, as `train` does.
+Run after `make demo` (it reads data/dataset). Batches come from `bali.training.loop.make_loader` and
+steps run through `bali.training.loop.prepare` / `forward_backward` / `optimizer_step`, as `train` does.
 - `--shape demo`: the demo's LM (models/base, MiniLM) and the demo's pretrain params (params.yaml).
 - `--shape paper`: a randomly initialised BERT-base-sized LM (12 x 768, 30,522-token vocabulary)
   with the paper profile's pretrain params (5 x GATv2, MLM on with a fresh head, batch 256) on the
@@ -33,7 +33,7 @@ from transformers import BertConfig, BertForMaskedLM
 from bali.data.batches import TrainingData
 from bali.data.examples import resolve_tokenizer_path
 from bali.modeling.model import load_masked_lm, masked_token_loss
-from bali.training import (autocast_for, build_model, compiled_graphs, forward_backward, make_loader,
+from bali.training.loop import (autocast_for, build_model, compiled_graphs, forward_backward, make_loader,
                            optimizer_step, prepare, schedule, to_device)
 
 # dense bf16 tensor-core peak, FLOP/s (vendor data sheets)

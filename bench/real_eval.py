@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 import yaml
 
-from bali.ablations import flow
-from bali.report import paired_hits, paired_spearman
+from bali.reporting.ablations import flow
+from bali.reporting.report import paired_hits, paired_spearman
 
 
 def tasks(shared: Path) -> list[dict]:

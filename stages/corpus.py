@@ -8,7 +8,6 @@ OUT_DIR/{documents,sentences,annotations}.parquet (directories of shards), stats
 by reason) and params.json. Params: the `corpus` section of params.yaml.
 """
 import sys
-from pathlib import Path
 
 
 from bali import params

@@ -18,7 +18,7 @@ from bali import params
 from bali.data.examples import build_examples, contains_held_out, load_tokenizer, read_held_out
 from bali.data.subgraph import node_names, restrict
 from bali.io import atomic_outputs, run_figures, write_json
-from bali.linking.dictionary import name_keys
+from bali.names import name_keys
 from bali.linking.link import shard_names
 
 

@@ -15,7 +15,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 
-from bali import demo, ontology, params
+from bali import params
+from bali.kg import demo, ontology
 from bali.io import atomic_outputs, run_figures, write_json
 
 

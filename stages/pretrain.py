@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bali import checkpoints, params
+from bali import params
+from bali.training import checkpoints
 from bali.data.examples import resolve_tokenizer_path
 from bali.io import atomic_outputs
-from bali.training import contrastive_sentences, pick_device, train
+from bali.training.loop import contrastive_sentences, pick_device, train
 
 
 def encoder_share_note(p: dict, train: dict) -> str:
@@ -71,6 +72,7 @@ def dev_curves(el_dir: Path, hierarchy_dir: Path | None, tokenizer_dir: Path):
     from transformers import AutoTokenizer
 
     from bali.evaluation import entity_linking as el
+    from bali.lm.encoder import embed, top_k
     from bali.evaluation.hierarchy import parent_ranks
 
     # dev halves only: a curve watched while choosing settings must not see test items
@@ -86,11 +88,11 @@ def dev_curves(el_dir: Path, hierarchy_dir: Path | None, tokenizer_dir: Path):
 
     def evaluate(lm) -> dict:
         device = str(next(lm.parameters()).device)
-        names, queries = (el.embed(lm, tok, texts, device=device) for texts in (d_texts, q_texts))
-        hit = el.hits(q_cuis, d_cuis, el.top_k(queries, names, 5, device=device)[1])
+        names, queries = (embed(lm, tok, texts, device=device) for texts in (d_texts, q_texts))
+        hit = el.hits(q_cuis, d_cuis, top_k(queries, names, 5, device=device)[1])
         figures = {f"el/{k}": v for k, v in el.accuracy_at(hit, (1, 5)).items()}
         if hierarchy_dir is not None:
-            ranks = parent_ranks(el.embed(lm, tok, h_names, device=device).cpu(), child, parent)
+            ranks = parent_ranks(embed(lm, tok, h_names, device=device).cpu(), child, parent)
             figures["hierarchy/hit@10"] = float((ranks <= 10).mean())
         return figures
 

@@ -12,7 +12,8 @@ metric) and OUT_DIR/params.json.
 from pathlib import Path
 
 
-from bali import pages, params, report
+from bali import params
+from bali.reporting import pages, report
 from bali.io import atomic_outputs, write_json
 
 

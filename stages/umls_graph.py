@@ -7,12 +7,12 @@ META_DIR holds MRCONSO.RRF and MRREL.RRF (MRSTY.RRF when present), e.g. a releas
 params.json (the resolved params). Params: the `umls_graph` section of params.yaml.
 """
 import sys
-from pathlib import Path
 
 
-from bali import graph, params
+from bali import params
+from bali.kg import graph
 from bali.io import atomic_outputs, run_figures, write_json
-from bali.umls import MalformedInputError
+from bali.kg.umls import MalformedInputError
 
 
 def main(argv=None):

@@ -30,7 +30,7 @@ def cpu_only(request, monkeypatch):
 
 
 def pretrain_params(**overrides) -> dict:
-    """params.yaml's pretrain section (with `base`) for `bali.training.train`, on the CPU unless
+    """params.yaml's pretrain section (with `base`) for `bali.training.loop.train`, on the CPU unless
     `device` is overridden."""
     import yaml
 

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import yaml
 
-from bali import ablations
+from bali.reporting import ablations
 
 
 def commit(repo, files: dict, message: str) -> str:

@@ -3,10 +3,10 @@ figures), and GSC+ read through the corpus stage as PubTator gold (offsets and i
 import polars as pl
 import pytest
 
-from bali import graph
+from bali.kg import graph
 from bali.corpus.build import build as build_corpus
 from bali.evaluation.el_data import read_gsc
-from bali.linking.concept_recognition import gold_mentions, gsc_to_pubtator, recognise, score
+from bali.evaluation.concept_recognition import gold_mentions, gsc_to_pubtator, recognise, score
 from conftest import SHARED_DATA, conso, needs_shared, run_stage, save_tiny_bert, write_meta
 from test_link import CORPUS, LINK, corpus, run_link
 
@@ -111,7 +111,7 @@ def test_gsc_plus_dictionary_figures(tmp_path):
     """GSC+ through the PubTator route gives exactly GSC+'s (document, span, concept) set, read directly;
     the dictionary method on the demo graph finds a real share of it (not nothing, not everything)."""
     from bali.evaluation.el_data import Issues, gsc_mentions
-    from bali.ontology import hp_obo_path, live_ids, parse_obo
+    from bali.kg.ontology import hp_obo_path, live_ids, parse_obo
 
     run_stage("demo_data", tmp_path / "demo")
     run_stage("umls_graph", tmp_path / "demo" / "META", tmp_path / "graph")

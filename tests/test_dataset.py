@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from bali import ontology
+from bali.kg import ontology
 from bali.data.examples import build_examples, load_tokenizer, split_of, token_span
 from bali.data.subgraph import node_names, restrict
 from conftest import run_stage

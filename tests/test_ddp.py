@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import BertConfig, BertForMaskedLM
 
-from bali.training import LOSSES
+from bali.training.loop import LOSSES
 from conftest import ROOT, make_dataset, run_pretrain
 
 
@@ -48,7 +48,7 @@ def _rank_losses(rank, world, lm, ds, init, out):
     (rank-averaged) losses and the all-reduced gradient of an LM weight, saved by rank 0."""
     import torch.distributed as dist
 
-    from bali.training import loss_vector, mean_over_ranks
+    from bali.training.loop import loss_vector, mean_over_ranks
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     model, batch = _model_and_batch(lm, ds, rank, world)
@@ -110,7 +110,7 @@ def test_untied_unused_mlm_bias_trains_under_ddp(tmp_path):
 
     from bali.data.batches import AlignmentBatches, BucketBatchSampler, TrainingData
     from bali.modeling.model import BaliModel
-    from bali.training import freeze_unused_head
+    from bali.training.loop import freeze_unused_head
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,

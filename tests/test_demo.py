@@ -5,7 +5,7 @@ import re
 import polars as pl
 import pytest
 
-from bali import demo, ontology
+from bali.kg import demo, ontology
 from conftest import run_stage
 
 OBO = '''format-version: 1.2

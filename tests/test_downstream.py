@@ -11,7 +11,9 @@ import torch
 import yaml
 from transformers import AutoTokenizer
 
-from bali.evaluation import Context, classification, finetune, inputs, metrics, multiple_choice, pubmedqa
+from bali import metrics
+from bali.evaluation import Context, classification, inputs, multiple_choice, pubmedqa
+from bali.lm import finetune
 from conftest import ROOT, SHARED_DATA, needs_shared, run_stage, save_tiny_bert
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())["evaluate"]

@@ -8,7 +8,10 @@ import pytest
 import torch
 import yaml
 
-from bali.evaluation import Context, classification, entity_linking, metrics, ner
+from bali import metrics
+from bali.evaluation import Context, classification, entity_linking
+from bali.lm import encoder
+from bali.lm import tagging as ner
 from conftest import ROOT, SHARED_DATA, needs_shared, run_stage, save_tiny_bert
 
 
@@ -23,9 +26,9 @@ def test_top_k_matches_brute_force_in_any_chunking():
     full = q @ n.T
     want_s, want_i = full.topk(5, dim=1)
     for qc, nc in [(1000, 1000), (7, 10), (37, 3)]:
-        s, i = entity_linking.top_k(q, n, 5, query_chunk=qc, name_chunk=nc)
+        s, i = encoder.top_k(q, n, 5, query_chunk=qc, name_chunk=nc)
         assert torch.equal(i, want_i) and torch.allclose(s, want_s)
-    s, i = entity_linking.top_k(q[:0], n, 5)  # an empty split ranks nothing instead of failing
+    s, i = encoder.top_k(q[:0], n, 5)  # an empty split ranks nothing instead of failing
     assert s.shape == i.shape == (0, 5) and i.dtype == torch.long
 
 
@@ -141,8 +144,8 @@ def test_evaluate_stage_entity_linking_shares_the_dictionary_vectors(tiny, tmp_p
 
 
 def test_demo_el_task_dev_test_and_normalised_held_out(tmp_path):
-    from bali import demo, ontology
-    from bali.linking.dictionary import name_keys
+    from bali.kg import demo, ontology
+    from bali.names import name_keys
 
     terms = ontology.parse_obo(ontology.hp_obo_path())
     stats = demo.write_el_task(terms, tmp_path, 1000, 29)

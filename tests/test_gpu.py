@@ -17,8 +17,8 @@ import polars as pl
 import pytest
 import torch
 
-from bali.checkpoints import name_for
-from bali.training import build_model, train
+from bali.training.checkpoints import name_for
+from bali.training.loop import build_model, train
 from conftest import make_dataset, pretrain_params, profile_pretrain
 
 DEVICE = os.environ.get("BALI_GPU_TEST_DEVICE", "cuda")

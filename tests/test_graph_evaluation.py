@@ -10,9 +10,10 @@ import torch
 from scipy.stats import spearmanr
 from transformers import AutoTokenizer, BertModel
 
-from bali import demo, ontology
-from bali.evaluation import el_data, graph_errors, hierarchy, metrics, similarity
-from bali.evaluation.embeddings import Encoder
+from bali.kg import demo, ontology
+from bali import metrics
+from bali.evaluation import el_data, graph_errors, hierarchy, similarity
+from bali.lm.encoder import Encoder
 from conftest import SHARED_DATA, needs_shared, run_stage, save_tiny_bert
 
 PROTOCOL = {"pooling": "mean", "lowercase": True, "max_length": 32, "batch_size": 4}

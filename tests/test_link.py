@@ -6,9 +6,10 @@ import polars as pl
 import pytest
 import spacy
 
-from bali import graph
+from bali.kg import graph
 from bali.corpus.build import build as build_corpus
-from bali.linking.dictionary import DictionaryIndex, tokens
+from bali.linking.dictionary import DictionaryIndex
+from bali.names import tokens
 from bali.linking.link import link
 from conftest import SHARED_DATA, conso, needs_shared, rel, run_stage, write_meta
 

@@ -8,10 +8,10 @@ import sys
 import pytest
 import yaml
 
-from bali import pages
+from bali.reporting import pages
 from bali.evaluation import KINDS, Context, evaluate, figures
 from bali.evaluation.inputs import BadInput
-from bali.evaluation.metrics import runs_interval
+from bali.metrics import runs_interval
 from conftest import ROOT
 
 
@@ -48,7 +48,7 @@ def test_runs_interval_is_the_t_interval_of_the_mean():
 
 def test_committed_pages_are_what_the_command_writes():
     for path, text in pages.pages(ROOT).items():
-        assert path.read_text(encoding="utf-8") == text, f"{path} is stale: run `python -m bali.pages`"
+        assert path.read_text(encoding="utf-8") == text, f"{path} is stale: run `python -m bali.reporting.pages`"
 
 
 def test_no_table_wider_than_ten_columns():

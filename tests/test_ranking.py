@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from bali.evaluation import ranking
+from bali.lm import ranking
 
 
 def on_disk(tmp_path, vecs: np.ndarray, rows: np.ndarray) -> ranking.VectorRows:

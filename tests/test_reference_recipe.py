@@ -10,7 +10,7 @@ from transformers import BertConfig, BertForMaskedLM
 from bali.data.batches import AlignmentBatches, TrainingData
 from bali.modeling.graph_encoders import GraphEncoder
 from bali.modeling.model import BaliModel
-from bali.training import optimizer
+from bali.training.loop import optimizer
 from conftest import make_dataset, save_tiny_bert
 
 STAR = torch.tensor([[1, 2, 3], [0, 0, 0]])  # three neighbours -> node 0

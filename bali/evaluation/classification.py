@@ -26,9 +26,10 @@ from pathlib import Path
 
 import torch
 
-from bali.evaluation import finetune, inputs
+from bali.evaluation import inputs
+from bali.lm import finetune
 from bali.hf import load_pretrained
-from bali.evaluation.metrics import hoc_f1, macro_f1, micro_f1, multilabel_micro_f1, pearson
+from bali.metrics import hoc_f1, macro_f1, micro_f1, multilabel_micro_f1, pearson
 
 METRICS = ("micro_f1", "accuracy", "macro_f1", "pearson", "multilabel_micro_f1", "hoc_f1")
 

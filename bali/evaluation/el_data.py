@@ -23,7 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
-from bali import ontology
+from bali.kg import ontology
 
 GSC_LINE = re.compile(r"^\[(\d+)::(\d+)\]\t(\S+) \| (.*)$")
 MAX_REPORTED = 20

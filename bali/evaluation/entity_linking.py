@@ -4,7 +4,7 @@ a hit at k when one of its k nearest names belongs to its concept.
 
 Task formats (SapBERT's `CUI||text` pairs, GSC+, BioSyn's) are read by `el_data`. A query's id
 field may list several concepts (`C1|C2`, BioSyn's convention): any of them counts. Vectors come
-from an `embeddings.Encoder`, so tasks that share a dictionary embed it once per model. Ranking
+from a `bali.lm.encoder.Encoder`, so tasks that share a dictionary embed it once per model. Ranking
 runs in query chunks against dictionary chunks with a running top-k, so no query x dictionary
 matrix exists; the dictionary's vectors stay on disk in float16 and are read in chunks (`ranking`),
 so a full UMLS dictionary (millions of names) needs memory for one chunk, not for the dictionary.
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 
 def read_pairs(path: str | Path) -> tuple[list[str], list[str]]:
@@ -28,58 +27,6 @@ def read_pairs(path: str | Path) -> tuple[list[str], list[str]]:
     if "malformed_line" in issues.counts:
         raise ValueError(f"{path}: expected CUI||text lines; {issues.examples[0]}")
     return cuis, texts
-
-
-@torch.no_grad()
-def embed(model, tokenizer, texts: list[str], pooling: str = "mean", batch_size: int = 256, max_length: int = 32,
-          lowercase: bool = True, device: str = "cpu", progress: str | None = None) -> torch.Tensor:
-    """L2-normalised float32 vectors, one per text, in input order. Batches are length-sorted so
-    padding stays small; `mean` averages over the attention mask (as the pre-training's node
-    vectors are pooled), `cls` takes the first token."""
-    if pooling not in ("mean", "cls"):
-        raise ValueError(f"pooling must be mean or cls, not {pooling!r}")
-    texts = [t.lower() for t in texts] if lowercase else list(texts)
-    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
-    order = np.argsort(lengths, kind="stable")
-    out = torch.empty(len(texts), model.config.hidden_size)
-    model.eval()
-    for i in tqdm(range(0, len(texts), batch_size), desc=progress, disable=progress is None, mininterval=5):
-        idx = order[i:i + batch_size]
-        enc = tokenizer([texts[j] for j in idx], truncation=True, max_length=max_length, padding=True,
-                        return_tensors="pt").to(device)
-        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=device.startswith("cuda")):
-            hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-        if pooling == "cls":
-            vec = hidden[:, 0]
-        else:
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            vec = (hidden * mask).sum(1) / mask.sum(1)
-        out[torch.from_numpy(idx)] = torch.nn.functional.normalize(vec.float(), dim=-1).cpu()
-    return out
-
-
-@torch.no_grad()
-def top_k(queries: torch.Tensor, names: torch.Tensor, k: int, query_chunk: int = 1024, name_chunk: int = 65536,
-          device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """(scores, indices) of the k highest dot products of each query row with the name rows, best
-    first (the order of exact ties is unspecified). Memory: query_chunk x (name_chunk + k) scores."""
-    k = min(k, len(names))
-    if not len(queries):  # an empty split ranks nothing (its figures are counted as 0 queries)
-        return torch.empty(0, k), torch.empty(0, k, dtype=torch.long)
-    all_scores, all_idx = [], []
-    for q0 in range(0, len(queries), query_chunk):
-        q = queries[q0:q0 + query_chunk].to(device)
-        best_s = q.new_full((len(q), 0), float("-inf"))
-        best_i = torch.zeros(len(q), 0, dtype=torch.long, device=device)
-        for n0 in range(0, len(names), name_chunk):
-            s = q @ names[n0:n0 + name_chunk].to(device).T
-            s_top, i_top = s.topk(min(k, s.shape[1]), dim=1)
-            cand_s, cand_i = torch.cat([best_s, s_top], 1), torch.cat([best_i, i_top + n0], 1)
-            best_s, sel = cand_s.topk(min(k, cand_s.shape[1]), dim=1)
-            best_i = cand_i.gather(1, sel)
-        all_scores.append(best_s.cpu())
-        all_idx.append(best_i.cpu())
-    return torch.cat(all_scores), torch.cat(all_idx)
 
 
 def hits(query_cuis: list[str], name_cuis: list[str], indices: torch.Tensor) -> np.ndarray:
@@ -136,7 +83,8 @@ def run(ctx, task_dir: str | Path, task: dict, p: dict) -> tuple[dict, "pl.DataF
 
     import polars as pl
 
-    from bali.evaluation import graph_errors, ranking
+    from bali.evaluation import graph_errors
+    from bali.lm import ranking
 
     encoder, seen, task_dir, graph_dir = ctx.encoder(), ctx.seen_concepts(), Path(task_dir), ctx.graph_dir
     q, d_cuis, d_texts, note = load(task_dir, task, graph_dir, ctx.obo if task.get("format") == "gsc" else None)

@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bali.evaluation import finetune, inputs
+from bali.evaluation import inputs
+from bali.lm import finetune
 from bali.hf import load_pretrained
-from bali.evaluation.metrics import bootstrap_ci
+from bali.metrics import bootstrap_ci
 
 MEDMCQA_FIELDS = ("opa", "opb", "opc", "opd")
 

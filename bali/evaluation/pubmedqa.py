@@ -28,9 +28,10 @@ import random
 import re
 from pathlib import Path
 
-from bali.evaluation import finetune, inputs
+from bali.evaluation import inputs
+from bali.lm import finetune
 from bali.evaluation.classification import Classifier
-from bali.evaluation.metrics import macro_f1
+from bali.metrics import macro_f1
 
 LABELS = ["yes", "no", "maybe"]  # the split rule's group order
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from bali.evaluation.el_data import Issues
-from bali.evaluation.metrics import bootstrap_ci, spearman
+from bali.metrics import bootstrap_ci, spearman
 
 
 def read_pairs_csv(path: Path, issues: Issues) -> pl.DataFrame:

@@ -14,36 +14,14 @@ Of overlapping hits the leftmost, then the longest, wins.
 """
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
-_DASHES = dict.fromkeys(map(ord, "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63\uff0d"), " ")
-TOKEN = re.compile(r"\w+|[^\w\s]")
+from bali.names import tokenise_all, tokens
+
 P = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the polynomial hash (mod 2**64)
-
-
-def normalise(text: str) -> tuple[str, list[int] | None]:
-    """(normalised text, original offset of each normalised character; None when they coincide)."""
-    if text.isascii():
-        return text.lower().translate(_DASHES), None
-    out, offsets = [], []
-    for i, ch in enumerate(text):
-        n = unicodedata.normalize("NFKC", ch).casefold().translate(_DASHES)
-        out.append(n)
-        offsets.extend([i] * len(n))
-    return "".join(out), offsets
-
-
-def tokens(text: str) -> list[tuple[str, int, int]]:
-    """(token, start, end) with offsets into the original text."""
-    norm, offsets = normalise(text)
-    if offsets is None:
-        return [(m.group(), m.start(), m.end()) for m in TOKEN.finditer(norm)]
-    return [(m.group(), offsets[m.start()], offsets[m.end() - 1] + 1) for m in TOKEN.finditer(norm)]
 
 
 @dataclass
@@ -52,24 +30,6 @@ class Match:
     start: int  # character offsets into the sentence
     end: int
     key: int  # index of the matched name key
-
-
-def tokenise_all(texts: pl.Series) -> pl.Series:
-    """`tokens` for many strings at once: polars for ASCII strings (the same rules), Python for the rest."""
-    fast = texts.str.to_lowercase().str.replace_all("-", " ", literal=True).str.extract_all(TOKEN.pattern)
-    other = ~texts.str.contains(r"^[\x00-\x7F]*$")
-    if not other.any():
-        return fast
-    slow = pl.DataFrame({"i": other.arg_true(), "slow": pl.Series([[t for t, _, _ in tokens(x)]
-                                                                  for x in texts.filter(other)], dtype=pl.List(pl.String))})
-    return (pl.DataFrame({"fast": fast}).with_row_index("i").join(slow, on="i", how="left", maintain_order="left")
-            .select(pl.coalesce("slow", "fast"))).to_series()
-
-
-def name_keys(texts) -> pl.Series:
-    """The string a name is matched by: its tokens (`tokenise_all`) joined by single spaces, so two
-    strings with the same key are the same name to the linker (case, NFKC, dashes, spacing)."""
-    return tokenise_all(pl.Series(texts, dtype=pl.String)).list.join(" ")
 
 
 class DictionaryIndex:

@@ -18,7 +18,7 @@ import polars as pl
 import torch
 from tqdm import tqdm
 
-from bali.evaluation import ner as bio
+from bali.lm import tagging as bio
 from bali.linking.dictionary import DictionaryIndex
 
 # The names' embedding protocol: as pre-training pools node names (mean, lower-cased, <= 32 tokens)
@@ -72,7 +72,7 @@ class NerLinker:
     """Tagger spans linked to the nodes given (already filtered by `link.semantic_types`)."""
 
     def __init__(self, nodes: pl.DataFrame, p: dict, device: str):
-        from bali.evaluation.embeddings import Encoder
+        from bali.lm.encoder import Encoder
 
         q = p["ner"]
         t0 = time.perf_counter()
@@ -88,7 +88,7 @@ class NerLinker:
 
     def spans(self, texts: list[str], ambiguity: str, stats: dict) -> dict:
         """{(row, start, end): (node ids, "ner", score)}: 1.0 for a dictionary key, else the cosine."""
-        from bali.evaluation.entity_linking import top_k
+        from bali.lm.encoder import top_k
 
         out, pending = {}, []
         t0 = time.perf_counter()

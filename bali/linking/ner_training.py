@@ -19,8 +19,9 @@ from pathlib import Path
 import polars as pl
 from tqdm import tqdm
 
-from bali.evaluation import finetune, ner
-from bali.evaluation.metrics import entity_prf
+from bali.lm import finetune
+from bali.lm import tagging as ner
+from bali.metrics import entity_prf
 
 LABELS = ["O", "B-Concept", "I-Concept"]
 ENTITY = "Concept"

@@ -18,7 +18,7 @@ import json
 import re
 from pathlib import Path
 
-from bali.ontology import Term
+from bali.kg.ontology import Term
 
 CUI = re.compile(r"C\d{7}")
 # HPO branch root -> (TUI, STN, STY); a term takes the first branch, in this order, it descends from.
@@ -144,7 +144,7 @@ def write_el_task(terms: list[Term], el_dir: Path, n: int, seed: int, dev_fracti
     """The zero-shot entity-linking task in the SapBERT/BioSyn format: `n` concepts (fixed seed) with
     an exact synonym; one synonym each is the query, every other name the dictionary.
 
-    Strings are compared by the dictionary linker's key (`bali.linking.dictionary.name_keys`: NFKC,
+    Strings are compared by the dictionary linker's key (`bali.names.name_keys`: NFKC,
     case, dashes, spacing), so a query cannot be found as itself: a drawn synonym whose key is the key
     of another name of its concept is dropped and counted (the next drawn concept takes its place),
     and no dictionary name has a query's key. Files: `queries.txt` (all queries: the held-out list the
@@ -152,7 +152,7 @@ def write_el_task(terms: list[Term], el_dir: Path, n: int, seed: int, dev_fracti
     choose on dev, report test), `dictionary.txt` (CUI||name)."""
     import random
 
-    from bali.linking.dictionary import name_keys
+    from bali.names import name_keys
 
     live = [t for t in sorted(terms, key=lambda t: t.id) if not t.obsolete]
     synonyms, names, _ = _concept_names(live, assign_cuis(live))

@@ -12,7 +12,7 @@ Resuming is the training code's job: a checkpoint holds the model, optimiser, sc
 rank's CPU and CUDA RNG state, the data position (epoch, batches done) and the points logged so far.
 Batches are fixed by (seed, epoch, batch number), so the sampler starting at the next batch replays
 the same data. How checkpoints are written, verified and chosen (on rank 0, for every rank):
-`bali.checkpoints`. Logged points carry their optimiser step (0 = before the first step).
+`bali.training.checkpoints`. Logged points carry their optimiser step (0 = before the first step).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from bali import checkpoints
+from bali.training import checkpoints
 from bali.data.batches import TrainingData, loader
 from bali.modeling.model import BaliModel
 

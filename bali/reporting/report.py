@@ -1,6 +1,6 @@
 """The report's figures: base vs aligned per task, each model's value with a 95 % interval
 (bootstrap over items for zero-shot tasks, t over runs for fine-tuned ones) and the paired gain
-(McNemar and bootstrap over the same items), plus the plots. `bali.pages` writes them as Markdown."""
+(McNemar and bootstrap over the same items), plus the plots. `bali.reporting.pages` writes them as Markdown."""
 from __future__ import annotations
 
 import csv
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from bali.evaluation.metrics import (bootstrap_ci, mcnemar_exact, paired_bootstrap, paired_bootstrap_stat, runs_interval,
+from bali.metrics import (bootstrap_ci, mcnemar_exact, paired_bootstrap, paired_bootstrap_stat, runs_interval,
                                      spearman)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from bali import ontology
+from bali.kg import ontology
 from bali.evaluation.el_data import Issues, gsc_live_id, gsc_mentions
 from bali.linking.pretagged import id_table
 

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from bali import umls
+from bali.kg import umls
 
 DEFAULTS = {
     "languages": ["ENG"], "sources_keep": [], "sources_drop": [], "suppress_drop": [],

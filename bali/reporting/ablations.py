@@ -1,9 +1,9 @@
 """Ablations as DVC experiments: each row of ablations/NAME.yaml is one `dvc exp run --temp -n ROW
 -S ...` of the pipeline, and the table is read back from `dvc exp show --json`.
 
-  python -m bali.ablations run ablations/demo.yaml     # runs the rows the current pipeline lacks
-  python -m bali.ablations run ablations/demo.yaml --jobs 2   # two at a time, from DVC's queue
-  python -m bali.ablations table ablations/demo.yaml   # -> ablations/demo.csv (the report's table)
+  python -m bali.reporting.ablations run ablations/demo.yaml     # runs the rows the current pipeline lacks
+  python -m bali.reporting.ablations run ablations/demo.yaml --jobs 2   # two at a time, from DVC's queue
+  python -m bali.reporting.ablations table ablations/demo.yaml   # -> ablations/demo.csv (the report's table)
 
 Only experiments of the current pipeline count: a row is current when its experiment's baseline
 commit has the same code, params and pipeline as HEAD (no change to CURRENT_PATHS, so a commit that
@@ -31,7 +31,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from bali.report import paired_hits, paired_spearman
+from bali.reporting.report import paired_hits, paired_spearman
 
 # dvc.lock is not among them: `make ablations` ends by re-running the report on the new table, which
 # changes the lock and nothing that makes a row.
@@ -55,7 +55,7 @@ def spec_of(path: Path) -> dict:
 
 
 # The code that writes tables and pages from the rows, not the rows themselves.
-NOT_ROWS = [":!bali/ablations.py", ":!bali/pages.py"]
+NOT_ROWS = [":!bali/reporting/ablations.py", ":!bali/reporting/pages.py"]
 
 
 def same_pipeline(commit: str) -> bool:
@@ -271,7 +271,7 @@ def table(path: Path, out: Path, seed: int = 29) -> None:
                for name, _ in runs(r) if name not in found]
     if missing:
         raise SystemExit(f"ablations: no experiment of the current pipeline named {', '.join(missing)}; "
-                         f"run `python -m bali.ablations run {path}`")
+                         f"run `python -m bali.reporting.ablations run {path}`")
     cols, vs_cols = columns(spec), versus_columns(spec)
     vs = versus({**spec, "rows": ran}, found, vs_cols, seed) if vs_cols else {}
     seeded = {f"{c} over seeds": where for c, where in cols.items() if where[1] == "value"} \

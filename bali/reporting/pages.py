@@ -1,8 +1,8 @@
 """The report's figures as Markdown: reports/report.md (the report stage), and the documentation's
 results page and the README's headline table, written from committed inputs by one command:
 
-  python -m bali.pages [--compare reports/compare.json]   # after `make demo` (and `make ablations`)
-  python -m bali.pages --check                            # exit 1 when a committed page is stale
+  python -m bali.reporting.pages [--compare reports/compare.json]   # after `make demo` (and `make ablations`)
+  python -m bali.reporting.pages --check                            # exit 1 when a committed page is stale
 
 `--compare` first copies the demo's comparison into docs/results/demo.json (committed, small), so
 the pages are rebuilt from files in the repository: docs/results/demo.json (when there is one) and
@@ -18,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from bali import ablations, report
+from bali.reporting import ablations, report
 
 MAX_COLUMNS = 10
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +26,7 @@ DEMO_JSON = Path("docs/results/demo.json")
 RESULTS_PAGE = Path("docs/results.md")
 FIGURE = Path("docs/results/comparison.png")
 README = Path("README.md")
-BEGIN, END = "<!-- headline: written by python -m bali.pages -->", "<!-- /headline -->"
+BEGIN, END = "<!-- headline: written by python -m bali.reporting.pages -->", "<!-- /headline -->"
 INTERVALS = ("Intervals are 95 %: a bootstrap over the task's items (1,000 resamples) for zero-shot tasks, a t "
              "interval over fine-tuning runs (seeds or folds) for fine-tuned ones. Δ is paired over the same items.")
 
@@ -117,7 +117,7 @@ ABLATION_GROUPS = {"demo_el": "Entity linking (demo)", "hierarchy": "Hierarchy p
 
 def ablation_tables(rows: list[dict]) -> list[str]:
     """An ablation CSV as narrow tables: what each row is, then one table per kind of figure (the
-    columns' tasks, see bali.ablations), then the comparisons with the reference row."""
+    columns' tasks, see bali.reporting.ablations), then the comparisons with the reference row."""
     if not rows:
         return []
     where = {**ablations.DEV, **ablations.TEST, **ablations.REAL}
@@ -186,7 +186,7 @@ def render_report(rows: list[dict], figures: dict[str, str], ablation_rows: list
 
 def render_results(rows: list[dict], base: str, tables: dict[str, list[dict]]) -> str:
     """docs/results.md from the demo's comparison (when committed) and the ablation CSVs."""
-    out = ["# Results", "", "Written by `python -m bali.pages` from `docs/results/demo.json` (the demo's "
+    out = ["# Results", "", "Written by `python -m bali.reporting.pages` from `docs/results/demo.json` (the demo's "
            "`reports/compare.json`) and `ablations/*.csv`; do not edit by hand. " + INTERVALS, ""]
     if rows:
         out += ["## The demo: base against aligned", "", headline(rows, base), ""]
@@ -263,7 +263,7 @@ def main(argv=None):
     stale = [f for f, text in written.items() if not f.exists() or f.read_text(encoding="utf-8") != text]
     if args.check:
         if stale:
-            sys.exit(f"stale: {', '.join(str(f.relative_to(ROOT)) for f in stale)}; run `python -m bali.pages`")
+            sys.exit(f"stale: {', '.join(str(f.relative_to(ROOT)) for f in stale)}; run `python -m bali.reporting.pages`")
         return
     for f, text in written.items():
         tmp = f.with_suffix(".tmp")

