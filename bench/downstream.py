@@ -24,8 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bali import real_data
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = real_data.root()  # $BALI_REAL_DATA, else data/real
 
 
 class Clock:

@@ -258,7 +258,11 @@ def main():
     a = ap.parse_args()
     if a.child:
         return child(a)
-    import torch
+    try:
+        import torch
+    except Exception as e:  # a bare machine's python without torch, or a torch built for another CUDA: one line
+        print(f"gpu-smoke: no usable torch in {sys.executable} ({type(e).__name__}: {e}); nothing run")
+        return 1
 
     if a.device == "cuda" and not torch.cuda.is_available():
         print(f"gpu-smoke: no CUDA device (torch {torch.__version__}, CUDA build: {torch.version.cuda}); nothing run")
@@ -266,7 +270,8 @@ def main():
     dataset = Path(a.dataset)
     if not (dataset / "examples.parquet").exists():
         raise SystemExit(f"gpu-smoke: {dataset} has no examples.parquet: run `make demo` first (or pass --dataset)")
-    from bali.data.batches import BucketBatchSampler, TrainingData
+    from bali.data.batches import BucketBatchSampler
+    from bali.data.training_data import TrainingData
 
     data = TrainingData(dataset)
     mean_tokens = float(data.lengths().mean())

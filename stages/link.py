@@ -3,8 +3,9 @@
   python stages/link.py GRAPH_DIR CORPUS_DIR OUT_DIR [-S link.KEY=VALUE ...]
 
 GRAPH_DIR is the umls_graph stage's output (nodes.parquet, codes.parquet), CORPUS_DIR the corpus
-stage's. `link.method` picks the linker: dictionary (default), scispacy or pretagged. Writes
-OUT_DIR/mentions.parquet (a directory of shards), stats.json (counts by reason) and params.json.
+stage's. `link.method` picks the linker (bali.linking.methods.LINKERS): dictionary (default), pretagged,
+scispacy, ner or recognizer. Writes OUT_DIR/mentions.parquet (a directory of shards), stats.json
+(counts by reason) and params.json.
 """
 from pathlib import Path
 

@@ -19,18 +19,19 @@ from bali import params
 from bali.io import atomic_outputs, write_json
 from bali.linking.ner_training import fine_tune, gold, silver
 
+# What the tagger reads of the link section: whether it is needed, and the dictionary that labels its
+# silver examples (dvc.yaml's params list these keys; a test keeps the two together).
+BORROWED = {"link": ("method", "semantic_types", "min_name_length", "max_name_tokens", "stopwords", "exclude_names")}
+
 
 def main(argv=None):
     ap = params.stage_parser(__doc__, ("graph_dir", "umls_graph output"), ("corpus_dir", "corpus output"),
                              ("base_model", "the LM to fine-tune"), ("out_dir", "output folder"))
     args = ap.parse_args(argv)
-    own = [o for o in args.overrides if not o.startswith("link.")]
-    p = params.load("ner_model", own, args.params)
-    link_p = params.load("link", [o for o in args.overrides if o.startswith(("link.", "base."))], args.params)
+    p = params.load("ner_model", args.overrides, args.params, borrow=BORROWED)
+    link_p = p["link"]
     with atomic_outputs(args.out_dir) as tmp:
-        params.save_resolved({**p, "link": {k: link_p[k] for k in ("method", "semantic_types", "min_name_length",
-                                                                    "max_name_tokens", "stopwords", "exclude_names")}},
-                             tmp, graph_dir=args.graph_dir, corpus_dir=args.corpus_dir, base_model=args.base_model)
+        params.save_resolved(p, tmp, graph_dir=args.graph_dir, corpus_dir=args.corpus_dir, base_model=args.base_model)
         if link_p["method"] != "ner":
             (tmp / "README.md").write_text(f"No tagger: link.method is {link_p['method']!r}; "
                                            "`-S link.method=ner` trains one here.\n")

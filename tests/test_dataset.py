@@ -165,7 +165,7 @@ def test_demo_stage(tmp_path):
 
 def test_training_data_flat_arrays_round_trip(tmp_path):
     """TrainingData's flat arrays with offsets give back every row of the parquet files."""
-    from bali.data.batches import TrainingData
+    from bali.data.training_data import TrainingData
     from conftest import make_dataset
 
     d = make_dataset(tmp_path)

@@ -65,7 +65,8 @@ def _rank_losses(rank, world, lm, ds, init, out):
 def _model_and_batch(lm, ds, rank, world):
     import numpy as np
 
-    from bali.data.batches import AlignmentBatches, BucketBatchSampler, TrainingData
+    from bali.data.batches import AlignmentBatches, BucketBatchSampler
+    from bali.data.training_data import TrainingData
     from bali.modeling.model import BaliModel
 
     torch.manual_seed(0)
@@ -108,7 +109,8 @@ def test_untied_unused_mlm_bias_trains_under_ddp(tmp_path):
     head never uses it, so DDP would fail at the second step waiting for its gradient; it is frozen."""
     import torch.distributed as dist
 
-    from bali.data.batches import AlignmentBatches, BucketBatchSampler, TrainingData
+    from bali.data.batches import AlignmentBatches, BucketBatchSampler
+    from bali.data.training_data import TrainingData
     from bali.modeling.model import BaliModel
     from bali.training.loop import freeze_unused_head
 

@@ -193,8 +193,8 @@ def test_report_pairs_fine_tuned_predictions_question_by_question(tmp_path):
     # right in most runs (> half): base q0 only; bali q0, q1, q2 -> 2 questions only for bali, none only for base
     assert (got["only_base"], got["only_aligned"]) == (0, 2) and got["mcnemar_p"] == pytest.approx(0.5)
     text = (tmp_path / "rep" / "report.md").read_text()
-    assert "| medqa | accuracy | 0.375 [" in text and "| bali | 0.875 [" in text and "| +50.0 [" in text
-    assert "| medqa | bali | accuracy | 0.875 ± 0.100 | 2 | 8 / 2 / 4 |" in text
+    assert "| medqa | accuracy | 0.375 [" in text and "] | 0.875 [" in text and "| +50.0 [" in text
+    assert "| medqa | aligned | accuracy | 0.875 ± 0.100 | 2 | 8 / 2 / 4 |" in text
 
 
 def test_paper_profile_tasks_are_valid_for_their_kinds():
@@ -204,7 +204,7 @@ def test_paper_profile_tasks_are_valid_for_their_kinds():
     kinds = {t["kind"] for t in ev["tasks"]}
     assert {"pubmedqa", "multiple_choice", "classification"} <= kinds
     for t in ev["tasks"]:
-        p = finetune.task_params(ev[t["kind"]], t)  # no unknown key
+        p = inputs.task_params(ev[t["kind"]], t)  # no unknown key
         assert t.get("metric", "accuracy") in classification.METRICS and p["max_length"] <= 512
     hoc = next(t for t in ev["tasks"] if t["name"] == "hoc")
     assert (hoc["metric"], hoc["lr"], hoc["epochs"]) == ("hoc_f1", 4e-5, 40)  # LinkBERT's HoC setting

@@ -23,6 +23,16 @@ def test_without_cuda_it_exits_0_at_once(tmp_path):
     assert time.perf_counter() - t0 < 60
 
 
+def test_without_a_usable_torch_it_says_so_in_one_line(tmp_path):
+    (tmp_path / "torch.py").write_text("raise ImportError('libcudart.so.12: cannot open shared object file')\n")
+    res = subprocess.run([*SMOKE, "--out", str(tmp_path / "smoke.json")], cwd=ROOT, capture_output=True, text=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines() == [
+        f"gpu-smoke: no usable torch in {sys.executable} (ImportError: libcudart.so.12: cannot open shared object file); "
+        "nothing run"]
+
+
 @pytest.mark.slow
 def test_dry_run_on_cpu(tmp_path):
     ds = make_dataset(tmp_path / "ds")

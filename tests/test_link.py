@@ -169,3 +169,38 @@ def test_link_kb_is_built_only_for_the_scispacy_linker(graph_dir, tmp_path):
                                       "max_entities_per_mention": 1, "ef_search": 50})
     run_stage("link_kb", graph_dir, kb, "--link-method", "scispacy", "-S", "link_kb.m=8", "-S", "link_kb.ef_construction=20")
     assert json.loads((kb / "stats.json").read_text())["built"] is True and (kb / "nmslib_index.bin").exists()
+
+
+def test_one_registry_names_the_methods(graph_dir, tmp_path):
+    from bali.linking.methods import LINKERS, linker_module
+
+    assert {"dictionary", "pretagged", "scispacy", "ner", "recognizer"} <= set(LINKERS)
+    assert all(hasattr(linker_module(m), "build") for m in ("dictionary", "pretagged"))
+    c = corpus(tmp_path, "1|t|Heart failure.\n1|a|\n")
+    with pytest.raises(ValueError, match="one of dictionary, pretagged"):
+        run_link(graph_dir, c, tmp_path, method="trie")
+
+
+def test_dictionary_variants(graph_dir):
+    """Plural forms, skipped words and word order each widen the keys only when asked for."""
+    n = nodes(graph_dir)
+    cui = dict(zip(n["cui"], n["node_id"]))
+    text = "Renal failures; failure of the heart; cystic fibroses."
+    assert found(DictionaryIndex(n), text) == [("heart", [cui["C0000001"]])]
+    assert found(DictionaryIndex(n, token_form="singular"), text) == [("Renal failures", [cui["C0000003"]]),
+                                                                      ("heart", [cui["C0000001"]])]
+    loose = DictionaryIndex(n, token_form="singular", skip_words=["of", "the"], any_word_order=True)
+    assert found(loose, text) == [("Renal failures", [cui["C0000003"]]), ("failure of the heart", [cui["C0000002"]])]
+    assert found(loose, "heart the") == [("heart", [cui["C0000001"]])]  # a skipped word never ends a match
+    with pytest.raises(ValueError, match="token_form"):
+        DictionaryIndex(n, token_form="stem")
+
+
+def test_descendants_of_keeps_a_branch(graph_dir, tmp_path):
+    c = corpus(tmp_path, "1|t|Heart failure and renal failure, fibrosis.\n1|a|\n")
+    every, _ = run_link(graph_dir, c, tmp_path)
+    assert every["cui"].to_list() == ["C0000002", "C0000003", "C0000005"]
+    branch, stats = run_link(graph_dir, c, tmp_path, descendants_of=["C0000001"])  # Heart failure is under Heart
+    assert branch["cui"].to_list() == ["C0000002"] and stats["concepts_of_kept_types"] == 2
+    with pytest.raises(ValueError, match="C9999999 not in the graph"):
+        run_link(graph_dir, c, tmp_path, descendants_of=["C9999999"])

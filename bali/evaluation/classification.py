@@ -224,7 +224,7 @@ def run(ctx, task_dir: str | Path, task: dict, p: dict):
     import polars as pl
 
     model_dir, device, seed = ctx.model_dir, ctx.device, ctx.seed
-    p = finetune.task_params(p, task)
+    p = inputs.task_params(p, task)
     metric = task["metric"]
     if metric not in METRICS:
         raise inputs.BadInput(f"task {task['name']!r}: metric must be one of {', '.join(METRICS)}, not {metric!r}")

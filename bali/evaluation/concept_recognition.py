@@ -97,22 +97,41 @@ def score(gold: pl.DataFrame, pred: pl.DataFrame, top: int = 15) -> dict:
             "top_misses": Counter(misses.to_list()).most_common(top)}
 
 
+def gold_corpus(gold_input: Path, corpus_dir: Path, corpus_params: dict) -> tuple[dict, float]:
+    """The corpus stage's code on a PubTator file or folder (sentences, gold annotations) into an empty
+    `corpus_dir`: its stats and the seconds it took (spaCy's sentence splitting, most of them)."""
+    from bali.corpus.build import build, discover
+
+    corpus_dir.mkdir(parents=True)
+    t0 = time.perf_counter()
+    stats = build(discover(gold_input), corpus_dir, corpus_params)
+    return stats, time.perf_counter() - t0
+
+
+def link_and_score(corpus_dir: Path, graph_dir: Path, link_dir: Path, link_params: dict) -> dict:
+    """The link stage's code on a built corpus, scored against its gold mentions. Throughput is the
+    shard loop's (`linking_seconds`: matching, abbreviations, the mention table), apart from the
+    method's setup (an index built or a model loaded once per run)."""
+    from bali.linking.link import link
+
+    link_dir.mkdir(parents=True)
+    t0 = time.perf_counter()
+    link_stats = link(graph_dir, corpus_dir, link_dir, link_params)
+    seconds = time.perf_counter() - t0
+    documents = pl.read_parquet(corpus_dir / "documents.parquet", columns=["doc_id"]).height
+    gold, missing = gold_mentions(corpus_dir, pl.read_parquet(graph_dir / "codes.parquet"), link_params)
+    figures = score(gold, predicted_mentions(corpus_dir, link_dir))
+    linking = link_stats.get("linking_seconds", seconds)
+    return {**figures, "documents": documents, "gold_ids_not_in_graph": missing,
+            "seconds": {"link": seconds, "setup": link_stats.get("setup_seconds", 0.0), "linking": linking},
+            "abstracts_per_s_link": documents / max(seconds, 1e-9),
+            "abstracts_per_s_linking": documents / max(linking, 1e-9), "link_stats": link_stats}
+
+
 def recognise(gold_input: Path, graph_dir: Path, work_dir: Path, corpus_params: dict, link_params: dict) -> dict:
     """Run the corpus and link stages' code on a PubTator file or folder and score the links against
     its gold mentions; `work_dir` (empty) receives corpus/ and link/. Adds `seconds` per step."""
-    from bali.corpus.build import build, discover
-    from bali.linking.link import link
-
-    corpus_dir, link_dir = work_dir / "corpus", work_dir / "link"
-    corpus_dir.mkdir(parents=True)
-    link_dir.mkdir()
-    t0 = time.perf_counter()
-    corpus_stats = build(discover(gold_input), corpus_dir, corpus_params)
-    t1 = time.perf_counter()
-    link_stats = link(graph_dir, corpus_dir, link_dir, link_params)
-    t2 = time.perf_counter()
-    gold, missing = gold_mentions(corpus_dir, pl.read_parquet(graph_dir / "codes.parquet"), link_params)
-    figures = score(gold, predicted_mentions(corpus_dir, link_dir))
-    return {**figures, "documents": corpus_stats["documents"], "gold_ids_not_in_graph": missing,
-            "seconds": {"sentences": t1 - t0, "link": t2 - t1},
-            "abstracts_per_s_link": corpus_stats["documents"] / max(t2 - t1, 1e-9), "link_stats": link_stats}
+    corpus_stats, sentence_seconds = gold_corpus(gold_input, work_dir / "corpus", corpus_params)
+    r = link_and_score(work_dir / "corpus", graph_dir, work_dir / "link", link_params)
+    r["seconds"]["sentences"] = sentence_seconds
+    return {**r, "documents": corpus_stats["documents"]}

@@ -119,3 +119,16 @@ def carve(rows: list, n_train: int, n_dev: int, seed: int) -> tuple[list, list, 
     train, dev = order[:n_train], order[n_train:n_train + n_dev]
     rest = sorted(order[n_train + n_dev:])
     return [rows[i] for i in train], [rows[i] for i in dev], [rows[i] for i in rest]
+
+
+TASK_KEYS = {"name", "kind", "dir", "metric", "negative", "labels", "train_from_test", "dev_from_test"}
+
+
+def task_params(p: dict, task: dict) -> dict:
+    """The kind's params with the task's own values (a task entry may set any of them: LinkBERT's
+    per-task learning rates and epochs); a key that is neither is a typo."""
+    unknown = set(task) - TASK_KEYS - set(p)
+    if unknown:
+        raise BadInput(f"task {task.get('name')!r}: unknown keys {sorted(unknown)} (not a task key nor a param "
+                       f"of evaluate.{task.get('kind')})")
+    return {**p, **{k: v for k, v in task.items() if k in p and k not in TASK_KEYS}}

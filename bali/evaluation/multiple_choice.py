@@ -120,7 +120,7 @@ def run(ctx, task_dir: str | Path, task: dict, p: dict):
     from transformers import AutoModelForMultipleChoice, AutoTokenizer
 
     model_dir, device, seed = ctx.model_dir, ctx.device, ctx.seed
-    p = finetune.task_params(p, task)
+    p = inputs.task_params(p, task)
     problems = inputs.Problems(p["max_malformed_fraction"])
     data, source, notes = load(Path(task_dir), task, p, seed, problems)
     problems.check()

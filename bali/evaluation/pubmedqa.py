@@ -109,7 +109,7 @@ def run(ctx, task_dir: str | Path, task: dict, p: dict):
     import polars as pl
 
     model_dir, device, seed = ctx.model_dir, ctx.device, ctx.seed
-    p = finetune.task_params(p, task)
+    p = inputs.task_params(p, task)
     problems = inputs.Problems(p["max_malformed_fraction"])
     rows, pmids, label, test_labels = read_release(Path(task_dir), problems)
     test_ids, folds = official_split(pmids, label)

@@ -12,12 +12,14 @@ evaluation's exact chunked top-k.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
 from tqdm import tqdm
 
+from bali import precision as numerics
 from bali.lm import tagging as bio
 from bali.linking.dictionary import DictionaryIndex
 
@@ -28,7 +30,7 @@ PROTOCOL = {"pooling": "mean", "lowercase": True, "max_length": 32, "batch_size"
 class Tagger:
     """Concept spans (character offsets) of texts, from a BIO token classifier (a path or hub id)."""
 
-    def __init__(self, model: str | Path, batch_size: int, max_length: int, device: str):
+    def __init__(self, model: str | Path, batch_size: int, max_length: int, device: str, precision: str = "auto"):
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
         from bali.hf import quiet
@@ -38,13 +40,15 @@ class Tagger:
         self.tok = AutoTokenizer.from_pretrained(model)
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         self.batch_size, self.max_length, self.device = batch_size, max_length, device
+        self.precision = numerics.resolve(precision, device)  # `link.precision`: bf16 only where it is native
 
     def spans(self, texts: list[str]) -> list[list[tuple[int, int]]]:
         """A span starts at a B- word (or an I- word after O) and runs over the I- words after it."""
         words = [[(m.start(), m.end()) for m in bio.WORD.finditer(t)] for t in texts]
         sents = [([t[a:b] for a, b in w], ["O"] * len(w)) for t, w in zip(texts, words)]
         enc = bio.encode(self.tok, sents, {"O": 0}, self.max_length)
-        tags = bio.predict_tags(self.model, enc, self.labels, self.batch_size, self.device) if enc else []
+        with numerics.autocast(self.device, self.precision):
+            tags = bio.predict_tags(self.model, enc, self.labels, self.batch_size, self.device) if enc else []
         out = []
         for w, ts in zip(words, tags):
             spans, cur = [], None
@@ -76,12 +80,12 @@ class NerLinker:
 
         q = p["ner"]
         t0 = time.perf_counter()
-        self.tagger = Tagger(q["model"], q["batch_size"], q["max_length"], device)
+        self.tagger = Tagger(q["model"], q["batch_size"], q["max_length"], device, p.get("precision", "auto"))
         self.index = DictionaryIndex(nodes, p["min_name_length"], p["max_name_tokens"], p["stopwords"],
                                      p["exclude_names"])
         names = nodes.select("node_id", text="names").explode("text").drop_nulls("text").unique(maintain_order=True)
         self.name_node = names["node_id"].to_numpy()
-        self.encoder = Encoder(q["encoder"], PROTOCOL, device, q["embedding_cache"] or None)
+        self.encoder = Encoder(q["encoder"], PROTOCOL, device, q["embedding_cache"] or None, self.tagger.precision)
         self.name_vecs = self.encoder.vectors(names["text"].to_list(), progress="link (ner): embedding names")
         self.threshold = q["threshold"]
         self.index_seconds = time.perf_counter() - t0
@@ -91,6 +95,7 @@ class NerLinker:
         from bali.lm.encoder import top_k
 
         out, pending = {}, []
+        stats["ner_numeric_precision"] = self.tagger.precision  # what `link.precision` resolved to here
         t0 = time.perf_counter()
         tagged = tag_in_batches(self.tagger, texts)
         t1 = time.perf_counter()
@@ -118,3 +123,28 @@ class NerLinker:
         stats["ner_tagging_seconds"] += t1 - t0
         stats["ner_linking_seconds"] += time.perf_counter() - t1
         return out
+
+
+class ShardTagger:
+    """The `ner` method behind the link stage's interface: matches only the kept types' names itself."""
+
+    typed = True
+
+    def __init__(self, ctx):
+        self.linker = NerLinker(ctx.nodes, ctx.p, "cuda" if torch.cuda.is_available() else "cpu")
+        self.p, self.cuis = ctx.p, ctx.all_nodes["cui"]
+        ctx.stats.update(ner_spans=0, ner_linked_by_name=0, ner_linked_by_embedding=0, ner_spans_unlinked=0,
+                         ner_index_seconds=self.linker.index_seconds, ner_tagging_seconds=0.0,
+                         ner_linking_seconds=0.0)
+
+    def mentions(self, shard, stats: dict) -> pl.DataFrame:
+        from bali.linking.base import add_abbreviations, spans_frame
+
+        spans = self.linker.spans(shard.sentences["text"].to_list(), self.p["ambiguity"], stats)
+        if self.p["abbreviations"]:
+            add_abbreviations(spans, shard.sentences, shard.documents, stats)
+        return spans_frame(spans, shard.sentences, self.cuis)
+
+
+def build(ctx) -> ShardTagger:
+    return ShardTagger(ctx)

@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 from tqdm import tqdm
 
+from bali import precision
 from bali.lm import finetune
 from bali.lm import tagging as ner
 from bali.metrics import entity_prf
@@ -34,7 +35,8 @@ def _bio(text: str, spans: list[tuple[int, int]], stats: dict) -> list[tuple[lis
 def silver(graph_dir: Path, corpus_dir: Path, link_p: dict, p: dict, seed: int) -> tuple[dict, dict]:
     """Distantly supervised train / dev sentences (words, tags) and what went into them."""
     from bali.linking.dictionary import DictionaryIndex
-    from bali.linking.link import shard_names, typed_nodes
+    from bali.corpus import shard_names
+    from bali.linking.link import typed_nodes
 
     nodes = typed_nodes(pl.read_parquet(graph_dir / "nodes.parquet"), link_p["semantic_types"])
     index = DictionaryIndex(nodes, link_p["min_name_length"], link_p["max_name_tokens"], link_p["stopwords"],
@@ -96,7 +98,9 @@ def fine_tune(base: str | Path, data: dict, p: dict, seed: int, device: str):
     model, _ = load_pretrained(AutoModelForTokenClassification, base, "the tagger's head is trained here",
                                num_labels=len(LABELS), id2label=dict(enumerate(LABELS)), label2id=ids)
     enc = {s: ner.encode(tok, sents, ids, p["max_length"]) for s, sents in data.items()}
-    finetune.train(model, enc["train"], ner.collate, p, seed, device, desc="ner_model")
-    pred = ner.predict_tags(model, enc["dev"], LABELS, p["eval_batch_size"], device) if enc["dev"] else []
+    finetune.train(model, enc["train"], ner.collate, p, seed, device, desc="ner_model")  # in p["precision"]
+    resolved = precision.resolve(p["precision"], device)  # dev tags in the precision the link stage tags in
+    with precision.autocast(device, resolved):
+        pred = ner.predict_tags(model, enc["dev"], LABELS, p["eval_batch_size"], device) if enc["dev"] else []
     dev = entity_prf([t for _, t in data["dev"]], pred) if pred else {}
-    return model, tok, dev
+    return model, tok, {**dev, "numeric_precision": resolved}  # what training and these tags ran in

@@ -52,3 +52,23 @@ def mentions(annotations: pl.DataFrame, sentences: pl.DataFrame, nodes: pl.DataF
                           end=pl.col("end") - pl.col("s_start"), text="text", cui="cui", node_id="node_id",
                           score=pl.lit(1.0), method=pl.lit("pretagged"))
             .unique(["doc_id", "sent_id", "start", "end", "node_id"], maintain_order=True))
+
+
+class Linker:
+    """The `pretagged` method: the shard's annotations; the stage drops concepts outside the kept types."""
+
+    typed = False
+
+    def __init__(self, ctx):
+        self.codes = pl.read_parquet(ctx.graph_dir / "codes.parquet")
+        self.nodes, self.p = ctx.all_nodes, ctx.p
+
+    def mentions(self, shard, stats: dict) -> pl.DataFrame:
+        from bali.linking.base import MENTION_SCHEMA
+
+        return mentions(shard.annotations, shard.sentences, self.nodes, self.codes, self.p["pretagged_sources"],
+                        self.p["pretagged_keep_prefix"], stats).cast(MENTION_SCHEMA)
+
+
+def build(ctx) -> Linker:
+    return Linker(ctx)

@@ -100,3 +100,21 @@ class Linker:
         return pl.DataFrame(rows, orient="row", schema={
             "doc_id": pl.String, "sent_id": pl.Int32, "start": pl.Int32, "end": pl.Int32, "text": pl.String,
             "cui": pl.String, "node_id": pl.UInt32, "score": pl.Float32, "method": pl.String})
+
+
+class ShardLinker:
+    """The `scispacy` method behind the link stage's interface (every node is a candidate; the stage
+    drops concepts outside the kept types)."""
+
+    typed = False
+
+    def __init__(self, linker: Linker):
+        self.linker = linker
+
+    def mentions(self, shard, stats: dict) -> pl.DataFrame:
+        return self.linker.mentions(shard.sentences, stats)
+
+
+def build(ctx) -> ShardLinker:
+    q = ctx.p["scispacy"]
+    return ShardLinker(Linker(ctx.all_nodes, Path(q["kb_dir"]), q))

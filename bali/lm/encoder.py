@@ -12,6 +12,8 @@ text's row, `dim.txt` the width): 12 GB for 8 M names of 768 dims, read back in 
 `ranking` (`Encoder.store`), never loaded whole. Every vector is rounded to float16, with or
 without the cache (a cosine moves by < 1e-3), so both rank alike. A text's vector does not depend
 on which other texts were embedded beside it beyond float rounding in padded batches (~1e-7).
+The forward passes run in the resolved `precision` (`bali.precision`: bf16 only where the hardware
+has it, under `auto`); bf16 and float32 vectors differ, so the cache key holds the resolved one.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import polars as pl
 import torch
 from tqdm import tqdm
 
+from bali import precision as numerics
 from bali.lm.ranking import VectorRows
 
 PROTOCOL_KEYS = ("pooling", "lowercase", "max_length")
@@ -32,30 +35,53 @@ EMBED_CHUNK = 65536  # texts embedded and appended to the cache at a time: memor
 
 @torch.no_grad()
 def embed(model, tokenizer, texts: list[str], pooling: str = "mean", batch_size: int = 256, max_length: int = 32,
-          lowercase: bool = True, device: str = "cpu", progress: str | None = None) -> torch.Tensor:
-    """L2-normalised float32 vectors, one per text, in input order. Batches are length-sorted so
-    padding stays small; `mean` averages over the attention mask (as the pre-training's node
-    vectors are pooled), `cls` takes the first token."""
+          lowercase: bool = True, device: str = "cpu", progress: str | None = None,
+          precision: str = "auto") -> torch.Tensor:
+    """L2-normalised float32 vectors, one per text, in input order. A text that recurs (a name of
+    several concepts, case variants once lower-cased) is embedded once. Texts are tokenised once and
+    batched by length so padding stays small; `mean` averages over the attention mask in float32
+    (as the pre-training's node vectors are pooled), `cls` takes the first token. Forward passes in
+    `precision` (auto | bf16 | float32, `bali.precision`)."""
     if pooling not in ("mean", "cls"):
         raise ValueError(f"pooling must be mean or cls, not {pooling!r}")
     texts = [t.lower() for t in texts] if lowercase else list(texts)
-    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    row: dict[str, int] = {}
+    inverse = torch.tensor([row.setdefault(t, len(row)) for t in texts], dtype=torch.long)
+    distinct = list(row)
+    if not distinct:
+        return torch.empty(0, model.config.hidden_size)
+    ids = tokenizer(distinct, truncation=True, max_length=max_length)["input_ids"]
+    lengths = np.array([len(x) for x in ids])
     order = np.argsort(lengths, kind="stable")
-    out = torch.empty(len(texts), model.config.hidden_size)
+    out = torch.empty(len(distinct), model.config.hidden_size)
     model.eval()
-    for i in tqdm(range(0, len(texts), batch_size), desc=progress, disable=progress is None, mininterval=5):
+    resolved = numerics.resolve(precision, device)
+    for i in tqdm(range(0, len(distinct), batch_size), desc=progress, disable=progress is None, mininterval=5):
         idx = order[i:i + batch_size]
-        enc = tokenizer([texts[j] for j in idx], truncation=True, max_length=max_length, padding=True,
-                        return_tensors="pt").to(device)
-        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=device.startswith("cuda")):
-            hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        input_ids, attention = padded([ids[j] for j in idx], tokenizer)
+        input_ids, attention = input_ids.to(device), attention.to(device)
+        with numerics.autocast(device, resolved):
+            hidden = model(input_ids=input_ids, attention_mask=attention).last_hidden_state
         if pooling == "cls":
-            vec = hidden[:, 0]
+            vec = hidden[:, 0].float()
         else:
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            vec = (hidden * mask).sum(1) / mask.sum(1)
-        out[torch.from_numpy(idx)] = torch.nn.functional.normalize(vec.float(), dim=-1).cpu()
-    return out
+            mask = attention.unsqueeze(-1).float()
+            vec = (hidden.float() * mask).sum(1) / mask.sum(1)
+        out[torch.from_numpy(idx)] = torch.nn.functional.normalize(vec, dim=-1).cpu()
+    return out[inverse]
+
+
+def padded(rows: list[list[int]], tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask) of token id lists padded to the longest, on the tokenizer's side
+    with its pad id: what the tokenizer's own `padding=True` gives, without tokenising again."""
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), tokenizer.pad_token_id or 0, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    left = tokenizer.padding_side == "left"
+    for k, r in enumerate(rows):
+        cols = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[k, cols], mask[k, cols] = r, 1
+    return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
 @torch.no_grad()
@@ -82,9 +108,9 @@ def top_k(queries: torch.Tensor, names: torch.Tensor, k: int, query_chunk: int =
     return torch.cat(all_scores), torch.cat(all_idx)
 
 
-def model_key(model_dir: str | Path, p: dict, device: str = "cpu") -> str:
+def model_key(model_dir: str | Path, p: dict, resolved: str = "float32") -> str:
     """Hash of every file of the model folder (weights, config, tokenizer), the protocol and the
-    device type (a GPU embeds in bf16, the CPU in float32: not the same vectors)."""
+    resolved precision (bf16 | float32: not the same vectors, whatever the device)."""
     h = hashlib.blake2b(digest_size=16)
     for f in sorted(Path(model_dir).rglob("*")):
         if f.is_file():
@@ -92,23 +118,28 @@ def model_key(model_dir: str | Path, p: dict, device: str = "cpu") -> str:
             with open(f, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 22), b""):
                     h.update(block)
-    h.update(repr([(k, p[k]) for k in PROTOCOL_KEYS] + [torch.device(device).type]).encode())
+    if resolved not in ("bf16", "float32"):
+        raise ValueError(f"model_key takes a resolved precision (bf16 or float32), not {resolved!r}")
+    h.update(repr([(k, p[k]) for k in PROTOCOL_KEYS] + [resolved]).encode())
     return h.hexdigest()
 
 
 class Encoder:
     """A model folder's encoder with the evaluation protocol `p` (evaluate.entity_linking's pooling,
-    lowercase, max_length, batch_size) and an optional on-disk cache of vectors ('' = none)."""
+    lowercase, max_length, batch_size), an optional on-disk cache of vectors ('' = none) and the
+    forward passes' `precision` (auto | bf16 | float32; `self.precision` is the resolved one)."""
 
-    def __init__(self, model_dir: str | Path, p: dict, device: str = "cpu", cache_dir: str | Path | None = None):
+    def __init__(self, model_dir: str | Path, p: dict, device: str = "cpu", cache_dir: str | Path | None = None,
+                 precision: str = "auto"):
         from transformers import AutoModel, AutoTokenizer
 
         from bali.hf import load_pretrained
 
         self.model_dir, self.p, self.device = Path(model_dir), p, device
+        self.precision = numerics.resolve(precision, device)
         self.model = load_pretrained(AutoModel, model_dir, "unused: vectors pool the last hidden states")[0].to(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.cache = Path(cache_dir) / model_key(model_dir, p, device) if cache_dir else None
+        self.cache = Path(cache_dir) / model_key(model_dir, p, self.precision) if cache_dir else None
         self.stats = {"texts_embedded": 0, "texts_from_cache": 0}
 
     def embed(self, texts: list[str], progress: str | None = None) -> torch.Tensor:
@@ -116,7 +147,7 @@ class Encoder:
 
         return embed(self.model, self.tokenizer, texts, pooling=self.p["pooling"], batch_size=self.p["batch_size"],
                      max_length=self.p["max_length"], lowercase=self.p["lowercase"], device=self.device,
-                     progress=progress)
+                     progress=progress, precision=self.precision)
 
     def vectors(self, texts: list[str], progress: str | None = None) -> torch.Tensor:
         """L2-normalised float32 vectors (float16 precision) of `texts` in order: for query sets and

@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from bali import precision
+
 SPLITS = {"train": ("train",), "dev": ("dev", "devel"), "test": ("test",)}
 
 HEAD_NOTE = "the task's head, trained by fine-tuning"
@@ -31,6 +33,8 @@ def train(model, examples: list, collate, p: dict, seed: int, device: str, desc:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup)))
     model.to(device).train()
+    # `precision` of the params (ner_model's, or evaluate's, passed to its kinds): bf16 only where native
+    numerics = precision.resolve(p.get("precision", "auto"), device)
     scores, best = [], None
     bar = tqdm(total=steps, desc=desc, mininterval=10)
     for _ in range(p["epochs"]):
@@ -38,7 +42,7 @@ def train(model, examples: list, collate, p: dict, seed: int, device: str, desc:
         rng.shuffle(order)
         for i in range(0, len(order), p["batch_size"]):
             batch = {k: v.to(device) for k, v in collate([examples[j] for j in order[i:i + p["batch_size"]]]).items()}
-            with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+            with precision.autocast(device, numerics):
                 loss = model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -74,30 +78,15 @@ def predict_logits(model, examples: list, collate, batch_size: int, device: str)
 
 def padded(seqs: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids and the attention mask (1 on real tokens), as the model takes them."""
-    from bali.data.batches import pad
-
-    ids, mask = pad([list(x) for x in seqs], pad_id)
-    return torch.from_numpy(ids), torch.from_numpy(mask).long()
+    rows = [torch.as_tensor(list(x), dtype=torch.long) for x in seqs]
+    ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad_id)
+    mask = torch.nn.utils.rnn.pad_sequence([torch.ones(len(r), dtype=torch.long) for r in rows], batch_first=True)
+    return ids, mask
 
 
 def mean_std(values: list[float]) -> dict:
     t = torch.tensor(values, dtype=torch.float64)
     return {"mean": float(t.mean()), "std": float(t.std()) if len(values) > 1 else 0.0, "runs": values}
-
-
-TASK_KEYS = {"name", "kind", "dir", "metric", "negative", "labels", "train_from_test", "dev_from_test"}
-
-
-def task_params(p: dict, task: dict) -> dict:
-    """The kind's params with the task's own values (a task entry may set any of them: LinkBERT's
-    per-task learning rates and epochs); a key that is neither is a typo."""
-    unknown = set(task) - TASK_KEYS - set(p)
-    if unknown:
-        from bali.evaluation.inputs import BadInput
-
-        raise BadInput(f"task {task.get('name')!r}: unknown keys {sorted(unknown)} (not a task key nor a param "
-                         f"of evaluate.{task.get('kind')})")
-    return {**p, **{k: v for k, v in task.items() if k in p and k not in TASK_KEYS}}
 
 
 def split_files(task_dir: Path, splits: tuple[str, ...] = ("train", "dev", "test")) -> dict[str, Path]:

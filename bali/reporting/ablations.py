@@ -31,6 +31,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from bali import real_data
 from bali.reporting.report import paired_hits, paired_spearman
 
 # dvc.lock is not among them: `make ablations` ends by re-running the report on the new table, which
@@ -100,7 +101,8 @@ def task_items(spec: dict) -> list[dict] | None:
         t = dict(t)
         for key in ("dir", "dictionary"):
             if key in t and t[key] != "graph":
-                t[key] = str((root / t[key]).resolve())
+                p = real_data.resolve(t[key])  # data/real/... is read from $BALI_REAL_DATA
+                t[key] = str((p if p.is_absolute() else root / p).resolve())
         items.append(t)
     if not all(Path(t["dir"]).exists() for t in items):
         print("ablations: real_tasks data not found; rows evaluate the demo tasks only")

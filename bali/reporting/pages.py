@@ -1,14 +1,16 @@
-"""The report's figures as Markdown: reports/report.md (the report stage), and the documentation's
-results page and the README's headline table, written from committed inputs by one command:
+"""The report's figures as Markdown: reports/report.md (the report stage), and the pages written from
+committed inputs by one command:
 
   python -m bali.reporting.pages [--compare reports/compare.json]   # after `make demo` (and `make ablations`)
   python -m bali.reporting.pages --check                            # exit 1 when a committed page is stale
 
-`--compare` first copies the demo's comparison into docs/results/demo.json (committed, small), so
-the pages are rebuilt from files in the repository: docs/results/demo.json (when there is one) and
-ablations/*.csv. The README's headline is the demo run of docs/results/demo.json (base against aligned
-on the demo's test halves, paired), or without one the demo setting's row of ablations/demo.csv. Every table has
-at most MAX_COLUMNS columns: the ablation tables are split by what they measure.
+`--compare` first copies the demo's comparison into docs/results/demo.json (committed, small). The
+pages are rebuilt from files in the repository: docs/results/demo.json (when there is one),
+ablations/*.csv, ablations/demo.yaml and params.yaml (the seeds) and bali/real_data_manifest.json.
+They are docs/results.md, the verdict in README.md and docs/index.md (the aligned model beside its
+controls, its sentences written from the numbers by bali.reporting.verdict), docs/datasets.md's
+table of the real data sets, and the figures under docs/results/ (the stage graph in README.md and
+docs/index.md is bali.reporting.dag's). Every table has at most MAX_COLUMNS columns.
 """
 from __future__ import annotations
 
@@ -18,23 +20,34 @@ import shutil
 import sys
 from pathlib import Path
 
-from bali.reporting import ablations, report
+import yaml
 
-MAX_COLUMNS = 10
-ROOT = Path(__file__).resolve().parent.parent
+from bali import real_data
+from bali.reporting import ablations, report, verdict
+
+MAX_COLUMNS = 7
+ROOT = Path(__file__).resolve().parents[2]
 DEMO_JSON = Path("docs/results/demo.json")
-RESULTS_PAGE = Path("docs/results.md")
-FIGURE = Path("docs/results/comparison.png")
-README = Path("README.md")
-BEGIN, END = "<!-- headline: written by python -m bali.reporting.pages -->", "<!-- /headline -->"
+RESULTS_PAGE, INDEX, DATASETS, README = Path("docs/results.md"), Path("docs/index.md"), Path("docs/datasets.md"), Path("README.md")
+FIGURE, CONTROLS_FIGURE = Path("docs/results/comparison.png"), Path("docs/results/controls.png")
+MARK = "written by python -m bali.reporting.pages"
+BLOCKS = {"headline": (f"<!-- headline: {MARK} -->", "<!-- /headline -->"),
+          "datasets": (f"<!-- datasets: {MARK} from bali/real_data_manifest.json -->", "<!-- /datasets -->")}
 INTERVALS = ("Intervals are 95 %: a bootstrap over the task's items (1,000 resamples) for zero-shot tasks, a t "
              "interval over fine-tuning runs (seeds or folds) for fine-tuned ones. Δ is paired over the same items.")
+MODEL_NAMES = {"bali": "aligned"}  # the pages' name for the pipeline's aligned model folder
+
+
+def shown(model: str) -> str:
+    return MODEL_NAMES.get(model, model)
 
 
 def fmt(v) -> str:
     if v is None or v == "":
         return ""
-    return f"{v:.3f}" if isinstance(v, float) else str(v)
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -64,31 +77,29 @@ def p_value(r: dict) -> str:
 
 def headline(rows: list[dict], base: str, dev: bool = False) -> str:
     """Base against each aligned model, one line per reported task (`_dev` tasks choose settings
-    and are left out unless `dev`)."""
+    and are left out unless `dev`); the task names the model when several are compared."""
     by = {(r["task"], r["model"]): r for r in rows}
-    out = []
-    for r in rows:
-        if r["model"] == base or r["task"].endswith("_dev") != dev or (r["task"], base) not in by:
-            continue
-        b = by[(r["task"], base)]
-        out.append([r["task"], r["metric"], with_interval(b), r["model"], with_interval(r), delta(r), p_value(r)])
-    return table(["task", "metric", f"{base} [95 % CI]", "aligned", "aligned [95 % CI]", "Δ [95 % CI]", "McNemar p"],
-                 out)
+    several = len({r["model"] for r in rows if r["model"] != base}) > 1
+    out = [[f"{r['task']} ({shown(r['model'])})" if several else r["task"], r["metric"], with_interval(by[(r["task"], base)]),
+            with_interval(r), delta(r), p_value(r)]
+           for r in rows if r["model"] != base and r["task"].endswith("_dev") == dev and (r["task"], base) in by]
+    return table(["task", "metric", f"{base} [95 % CI]", "aligned [95 % CI]", "Δ [95 % CI]", "McNemar p"], out)
 
 
 def details(rows: list[dict]) -> list[str]:
     out = []
     el = [r for r in rows if r["kind"] == "entity_linking"]
     if el:
+        share = lambda r, x: r.get(f"top1 errors share_{x}")  # noqa: E731
         out += ["### Entity linking in detail", "",
-                table(["task", "model", "acc@1", "acc@5", "seen acc@1 (queries)", "unseen acc@1 (queries)",
-                       "dictionary names", "top-1 errors: parent / child / sibling", "mean distance (≤ 5)"],
-                      [[r["task"], r["model"], r["value"], r.get("acc@5"),
-                        f"{r['seen acc@1']:.3f} ({r['seen queries']})" if "seen acc@1" in r else "",
-                        f"{r['unseen acc@1']:.3f} ({r['unseen queries']})" if "unseen acc@1" in r else "",
-                        r.get("dictionary_names"),
-                        " / ".join(f"{r[f'top1 errors share_{x}']:.2f}" for x in ("parent", "child", "sibling"))
-                        if "top1 errors share_parent" in r else "",
+                table(["task", "model", "queries", "dictionary names", "acc@1", "acc@5"],
+                      [[r["task"], shown(r["model"]), r.get("queries"), r.get("dictionary_names"), r["value"],
+                        r.get("acc@5")] for r in el]), "",
+                table(["task", "model", "seen queries", "seen acc@1", "unseen queries", "unseen acc@1"],
+                      [[r["task"], shown(r["model"]), r.get("seen queries"), r.get("seen acc@1"), r.get("unseen queries"),
+                        r.get("unseen acc@1")] for r in el]), "",
+                table(["task", "model", "top-1 errors: parent", "child", "sibling", "mean distance (≤ 5)"],
+                      [[r["task"], shown(r["model"]), share(r, "parent"), share(r, "child"), share(r, "sibling"),
                         r.get("top1 errors mean_distance_capped_5")] for r in el]),
                 "", "Seen: the query's concept is mentioned in the pre-training sentences. Top-1 errors: the share "
                     "of wrong top-1 concepts that are a parent, child or sibling of the gold concept in the graph, "
@@ -97,7 +108,7 @@ def details(rows: list[dict]) -> list[str]:
     if hi:
         out += ["### Hierarchy probe in detail", "",
                 table(["task", "model", "links", "parent hit@1", "McNemar p (hit@1)", hi[0]["metric"], "MRR"],
-                      [[r["task"], r["model"], r["links"], r["hit@1"],
+                      [[r["task"], shown(r["model"]), r["links"], r["hit@1"],
                         f"{r['paired_hit@1']['mcnemar_p']:.2g}" if "paired_hit@1" in r else "", r["value"], r["mrr"]]
                        for r in hi]),
                 "", "held_out: is_a links kept out of the training graph; seen: links it trained with.", ""]
@@ -105,47 +116,88 @@ def details(rows: list[dict]) -> list[str]:
     if tuned:
         out += ["### Fine-tuned tasks in detail", "",
                 table(["task", "model", "metric", "mean ± std", "runs", "train / dev / test examples"],
-                      [[r["task"], r["model"], r["metric"], f"{r['value']:.3f} ± {r['std']:.3f}", r["runs"],
+                      [[r["task"], shown(r["model"]), r["metric"], f"{r['value']:.3f} ± {r['std']:.3f}", r["runs"],
                         " / ".join(str(r["examples"].get(s, "")) for s in ("train", "dev", "test"))] for r in tuned]), ""]
     return out + ["Protocols:", ""] + sorted({f"- {r['task']}: {r['protocol']}" for r in rows if r.get("protocol")})
 
 
-ABLATION_GROUPS = {"demo_el": "Entity linking (demo)", "hierarchy": "Hierarchy probe (demo)",
-                   "gsc_plus": "Real data: entity linking", "bc5cdr": "Real data: entity linking",
-                   "umnsrs": "Real data: similarity"}
+ABLATION_GROUPS = {"demo_el": "Entity linking (demo)", "hierarchy": "Hierarchy probe (demo)"}
+REAL_PREFIXES = ("GSC+", "BC5CDR", "UMNSRS")
 
 
-def ablation_tables(rows: list[dict]) -> list[str]:
+def split_p(header: str, cells: list[str]) -> tuple[list[str], list[list[str]]]:
+    """A "Δ [95 % CI], p" column as two: one figure per column."""
+    if not header.endswith(", p"):
+        return [header], [[c] for c in cells]
+    name = header[:-len(", p")]
+    parts = [c.split(", p ") if ", p " in c else [c, ""] for c in cells]
+    return [name, f"{name.split(' Δ')[0]} McNemar p"], parts
+
+
+def real_tables(rows: list[dict], seed: int | None) -> list[str]:
+    """Per real-data task: each row's base, aligned and Δ (one run, paired over items) and its mean over seeds."""
+    out = []
+    run = f"seed {seed}" if seed is not None else "one run"
+    for t in verdict.TASKS:
+        if t["group"] != "real" or t["value"] not in rows[0]:
+            continue
+        base = verdict.base_value(rows, t)
+        unit = " (pts)" if t["points"] else ""
+        header = ["row", f"base {t['metric']}", f"{t['metric']}, {run}", f"Δ {t['metric']} vs base{unit} [95 % CI]",
+                  f"{t['metric']} over seeds [95 % CI]"] + (["near-miss share of errors"] if t.get("near_miss") else [])
+        body = [[r["row"], fmt(base), r[t["value"]], r[t["delta"]], verdict.seed_cell(r, t)]
+                + ([r[t["near_miss"]]] if t.get("near_miss") else []) for r in rows]
+        out += [f"**{t['label']}**", "", table(header, body), ""]
+    if out:
+        out += ["Base: each row's value minus its paired Δ (the table keeps the aligned figures; every row gives the "
+                "same base to ± 0.001). Δ: that run against the base over the same items.", ""]
+    return out
+
+
+def ablation_tables(rows: list[dict], seed: int | None = None) -> list[str]:
     """An ablation CSV as narrow tables: what each row is, then one table per kind of figure (the
-    columns' tasks, see bali.reporting.ablations), then the comparisons with the reference row."""
+    columns' tasks, see bali.reporting.ablations), dev and test apart, real data per task."""
     if not rows:
         return []
-    where = {**ablations.DEV, **ablations.TEST, **ablations.REAL}
+    where = {**ablations.DEV, **ablations.TEST}
     groups: dict[str, list[str]] = {}
     for col in rows[0]:
-        if col in ("row", "commit", "what", "overrides"):
+        if col in ("row", "commit", "what", "overrides") or col in ablations.REAL:
             continue
-        task = where.get(col, ("",))[0]
-        title = next((t for prefix, t in ABLATION_GROUPS.items() if task.startswith(prefix)), "Against the reference row")
+        part = "real data" if col.startswith(REAL_PREFIXES) else "dev" if col.startswith("dev ") else "test"
         if col in ablations.GRAPH:
             title = "The graph encoder at the last training step"
         elif col.endswith(" over seeds"):
-            title = "Over pre-training seeds: mean ± std (each seed's value)"
+            title = f"Over pre-training seeds, {part}: mean ± std (each seed's value)"
+        elif col not in where:
+            title = f"Against the reference row, {part}"
+        else:
+            title = next((t for prefix, t in ABLATION_GROUPS.items() if where[col][0].startswith(prefix)), "Other")
         groups.setdefault(title, []).append(col)
+    def tables_of(title: str) -> list[str]:
+        header, cells = [], [[] for _ in rows]
+        for col in groups[title]:
+            names, parts = split_p(col, [r[col] for r in rows])
+            header += names
+            for c, p in zip(cells, parts):
+                c += p
+        w = MAX_COLUMNS - 1
+        return [x for i in range(0, len(header), w) for x in
+                (f"**{title}**", "", table(["row", *header[i:i + w]], [[r["row"], *c[i:i + w]] for r, c in zip(rows, cells)]), "")]
+
+    later = ("Against", "Over")  # the comparisons between rows come after each row's own figures
     out = [table(["row", "what", "overrides"], [[r["row"], r["what"], r["overrides"]] for r in rows]), ""]
-    for title, cols in groups.items():
-        for i in range(0, len(cols), MAX_COLUMNS - 1):
-            part = cols[i:i + MAX_COLUMNS - 1]
-            out += [f"**{title}**", "", table(["row", *part], [[r["row"], *(r[c] for c in part)] for r in rows]), ""]
-    return out
+    out += [x for title in groups if not title.startswith(later) for x in tables_of(title)] + real_tables(rows, seed)
+    return out + [x for prefix in later for title in groups if title.startswith(prefix) for x in tables_of(title)]
 
 
 def figure(path: str, alt: str, protocol: str) -> list[str]:
     return [f"![{alt}]({path})", "", f"*{protocol}*", ""]
 
 
-COMPARISON_PROTOCOL = ("Each task's figure for each model on the same data; error bars: 95 % intervals (bootstrap "
-                       "over items for zero-shot tasks, t over runs for fine-tuned ones).")
+COMPARISON_PROTOCOL = ("Each task's figure for each model on the same data, dev tasks (where settings are chosen) "
+                       "apart from test ones; error bars: 95 % intervals (bootstrap over items for zero-shot tasks, "
+                       "t over runs for fine-tuned ones).")
 
 
 def render_runs(runs: list[dict]) -> str:
@@ -165,6 +217,9 @@ def render_report(rows: list[dict], figures: dict[str, str], ablation_rows: list
            + INTERVALS, "", "## Headline", "", headline(rows, base), ""]
     if any(r["task"].endswith("_dev") for r in rows):
         out += ["Dev tasks (where settings are chosen, never reported as results):", "", headline(rows, base, dev=True), ""]
+    if ablation_rows and verdict.tasks(ablation_rows):
+        out += ["## Beside its controls", "", *(f"- {x}" for x in verdict.sentences(verdict.tasks(ablation_rows))), "",
+                verdict.table_of(verdict.tasks(ablation_rows), table), ""]
     captions = {"comparison": ("Comparison", COMPARISON_PROTOCOL),
                 "losses": ("Pre-training losses", "dvclive's per-step training losses of the aligned model, moving mean "
                                                   "of 10 steps."),
@@ -172,7 +227,12 @@ def render_report(rows: list[dict], figures: dict[str, str], ablation_rows: list
                              "hit@10 (dev links) of the LM at every `pretrain.eval_every` steps."),
                 "encoder_share": ("The graph encoder's share of the graph vector",
                                   "Per training step: mean ||graph vector - target's name vector|| / ||name vector|| "
-                                  "and their mean cosine, moving mean of 10 steps.")}
+                                  "and their mean cosine, moving mean of 10 steps."),
+                "collapse": ("Collapse diagnostics",
+                             "Mean pairwise cosine between different concepts' graph vectors and mention vectors of each "
+                             "batch, and of a fixed sample of dictionary names every `pretrain.diagnostics_every` steps; "
+                             "the sampled names' mean cosine to their base-model vectors. A run whose vectors of "
+                             "different concepts converge on one direction shows it here while it runs.")}
     for key, (title, protocol) in captions.items():
         if key in figures:
             out += [f"## {title}", ""] + figure(figures[key], title, protocol)
@@ -184,13 +244,18 @@ def render_report(rows: list[dict], figures: dict[str, str], ablation_rows: list
     return "\n".join(out).rstrip() + "\n"
 
 
-def render_results(rows: list[dict], base: str, tables: dict[str, list[dict]]) -> str:
-    """docs/results.md from the demo's comparison (when committed) and the ablation CSVs."""
+def render_results(rows: list[dict], base: str, tables: dict[str, list[dict]], seeds: list[int]) -> str:
+    """docs/results.md: the verdict first, then the demo's paired comparison and the ablation tables."""
     out = ["# Results", "", "Written by `python -m bali.reporting.pages` from `docs/results/demo.json` (the demo's "
            "`reports/compare.json`) and `ablations/*.csv`; do not edit by hand. " + INTERVALS, ""]
+    if tables.get("demo"):
+        out += ["## The verdict: the aligned model beside its controls", "",
+                verdict.block(tables["demo"], rows, seeds, "", table, link=False), ""]
+        out += figure("results/controls.png", "base, aligned and its controls per task", verdict.FIGURE_PROTOCOL)
     if rows:
-        out += ["## The demo: base against aligned", "", headline(rows, base), ""]
-        out += figure("results/comparison.png", "base vs aligned", COMPARISON_PROTOCOL)
+        out += ["## The demo: base against aligned, paired", "", "One pre-training run (seed "
+                f"{seeds[0] if seeds else '?'}) against the base over the same items.", "", headline(rows, base), ""]
+        out += figure("results/comparison.png", "base against aligned, dev and test tasks", COMPARISON_PROTOCOL)
         out += ["Dev tasks (settings are chosen here):", "", headline(rows, base, dev=True), "", "## Details", ""]
         out += details(rows) + [""]
     titles = {"demo": ("Ablations of the demo", "Each row is one `dvc exp run -S …` of the demo setting "
@@ -204,37 +269,29 @@ def render_results(rows: list[dict], base: str, tables: dict[str, list[dict]]) -
                           "graph·name cosine are the pre-training's last step.")}
     for name, rows_ in tables.items():
         title, text = titles.get(name, (f"Ablations: {name}", f"`ablations/{name}.yaml`."))
-        out += [f"## {title}", "", text, ""] + ablation_tables(rows_)
+        out += [f"## {title}", "", text, ""] + ablation_tables(rows_, seeds[0] if seeds else None)
     return "\n".join(out).rstrip() + "\n"
 
 
-# (task, the ablation CSV's columns: aligned value, Δ vs base [95 % CI], McNemar p)
-README_HEADLINE = [
-    ("demo entity linking, test (acc@1)", "test acc@1", "test Δ vs base (pts) [95 % CI]", "test McNemar p"),
-    ("demo hierarchy, held-out links (parent hit@10)", "held-out parent hit@10", "hit@10 Δ vs base (pts) [95 % CI]",
-     "hit@10 McNemar p"),
-    ("GSC+ entity linking (acc@1)", "GSC+ acc@1", "GSC+ Δ [95 % CI]", None),
-    ("BC5CDR-disease entity linking (acc@1)", "BC5CDR-D acc@1", "BC5CDR-D Δ [95 % CI]", None),
-    ("UMNSRS relatedness (Spearman ρ)", "UMNSRS rel ρ", "UMNSRS rel Δρ [95 % CI]", None),
-    ("UMNSRS similarity (Spearman ρ)", "UMNSRS sim ρ", "UMNSRS sim Δρ [95 % CI]", None),
-]
-
-
-def readme_block(demo_row: dict, rows: list[dict], base: str) -> str:
-    """The demo run's base-vs-aligned table when there is one, else the ablation table's demo row."""
-    if rows:
-        body = headline(rows, base)
-    else:
-        body = table(["task (figure)", "aligned", "Δ vs base [95 % CI]", "McNemar p"],
-                     [[task, demo_row[v], demo_row[d], demo_row[p] if p else ""]
-                      for task, v, d, p in README_HEADLINE if demo_row.get(v)])
-    return "\n".join([BEGIN, body, "", "Δ in points for shares, in ρ for correlations; 95 % intervals by paired "
-                      "bootstrap over the same items. Details, real data, ablations and the search: "
-                      "[docs/results.md](docs/results.md).", END])
+def replace_block(text: str, key: str, body: str, where: Path) -> str:
+    """`text` with the generated block `key` (between its markers) replaced by `body`."""
+    begin, end = BLOCKS[key]
+    if begin not in text or end not in text:
+        raise SystemExit(f"{where}: no {begin} … {end} block")
+    head, rest = text.split(begin, 1)
+    return head + begin + "\n" + body.strip() + "\n" + end + rest.split(end, 1)[1]
 
 
 def load_rows(path: Path) -> list[dict]:
     return list(json.loads(path.read_text(encoding="utf-8")).values())
+
+
+def seeds_of(root: Path) -> list[int]:
+    """The demo table's pre-training seeds: params.yaml's base.seed and ablations/demo.yaml's extra ones."""
+    first = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))["base"]["seed"]
+    spec = root / "ablations" / "demo.yaml"
+    rows = yaml.safe_load(spec.read_text(encoding="utf-8"))["rows"] if spec.exists() else []
+    return [first, *next((r.get("seeds", []) for r in rows if r.get("seeds")), [])]
 
 
 def pages(root: Path) -> dict[Path, str]:
@@ -243,12 +300,19 @@ def pages(root: Path) -> dict[Path, str]:
     aligned = {r["model"] for r in rows if "paired" in r}
     base = next((r["model"] for r in rows if r["model"] not in aligned), "base")
     tables = {f.stem: report.read_ablations(f) for f in sorted((root / "ablations").glob("*.csv"))}
+    seeds = seeds_of(root)
     readme = (root / README).read_text(encoding="utf-8")
-    if BEGIN not in readme or END not in readme:
-        raise SystemExit(f"{README}: no {BEGIN} … {END} block for the headline table")
-    head, rest = readme.split(BEGIN, 1)
-    readme = head + readme_block(tables["demo"][0], rows, base) + rest.split(END, 1)[1]
-    return {root / RESULTS_PAGE: render_results(rows, base, tables), root / README: readme}
+    index = (root / INDEX).read_text(encoding="utf-8")
+    out = {root / RESULTS_PAGE: render_results(rows, base, tables, seeds)}
+    if tables.get("demo"):
+        readme = replace_block(readme, "headline", verdict.block(tables["demo"], rows, seeds, "docs/", table), README)
+        index = replace_block(index, "headline", verdict.block(tables["demo"], rows, seeds, "", table), INDEX)
+    out[root / README], out[root / INDEX] = readme, index
+    manifest = real_data.load_manifest()
+    datasets = (root / DATASETS).read_text(encoding="utf-8")
+    out[root / DATASETS] = replace_block(datasets, "datasets", real_data.summary_table(manifest) + "\n\n"
+                                         + real_data.sources(manifest), DATASETS)
+    return out
 
 
 def main(argv=None):
@@ -271,6 +335,9 @@ def main(argv=None):
         tmp.replace(f)
     if (ROOT / DEMO_JSON).exists():
         report.plot_comparison(load_rows(ROOT / DEMO_JSON), ROOT / FIGURE)
+    demo_csv = ROOT / "ablations" / "demo.csv"
+    if demo_csv.exists() and verdict.tasks(report.read_ablations(demo_csv)):
+        report.plot_controls(verdict.tasks(report.read_ablations(demo_csv)), ROOT / CONTROLS_FIGURE)
     print(f"pages: {', '.join(str(f.relative_to(ROOT)) for f in written)} from {DEMO_JSON} and ablations/*.csv")
 
 

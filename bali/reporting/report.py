@@ -142,28 +142,82 @@ def comparison(eval_dir: Path, base: str, seed: int) -> list[dict]:
     return sorted(rows, key=lambda r: (r["task"], r["model"] != base, r["model"]))
 
 
+# the figures' name for the pipeline's aligned model folder, as the pages' tables name it
+MODEL_NAMES = {"bali": "aligned"}
+
+
+def _bars(ax, groups: list[str], series: list[tuple[str, list[tuple[float, float, float] | None]]], ylabel: str,
+          title: str) -> None:
+    """Grouped bars on one axis: per series (label, one (value, low, high) or None per group)."""
+    width = 0.8 / max(1, len(series))
+    for i, (label, cells) in enumerate(series):
+        xs = [x for x, c in enumerate(cells) if c is not None]
+        vals = [cells[x][0] for x in xs]
+        err = [[cells[x][0] - cells[x][1] for x in xs], [cells[x][2] - cells[x][0] for x in xs]]
+        spread = any(e for side in err for e in side)  # a fixed value (the base beside seed means) has no bar
+        ax.bar([x + i * width for x in xs], vals, width, label=label, yerr=err if spread else None, capsize=3)
+    ax.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(groups))], groups, fontsize=8)
+    ax.set_xlabel("task (metric)")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=10)
+
+
 def plot_comparison(rows: list[dict], path: Path) -> None:
+    """Base against aligned per task, dev tasks (where settings are chosen) and test tasks in
+    separate panels, error bars the 95 % intervals of the rows."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = sorted({r["task"] for r in rows})
     models = sorted({r["model"] for r in rows}, key=lambda m: (m != "base", m))
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(tasks), 3.2))
-    width = 0.8 / len(models)
-    for i, model in enumerate(models):
-        got = {r["task"]: r for r in rows if r["model"] == model}
-        xs = [t for t in range(len(tasks)) if tasks[t] in got]
-        values = [got[tasks[x]]["value"] for x in xs]
-        err = [[v - got[tasks[x]]["ci95_low"] for v, x in zip(values, xs)],
-               [got[tasks[x]]["ci95_high"] - v for v, x in zip(values, xs)]]
-        ax.bar([x + i * width for x in xs], values, width, label=model, yerr=err, capsize=3)
-    ax.set_xticks([x + width * (len(models) - 1) / 2 for x in range(len(tasks))],
-                  [f"{t}\n({next(r['metric'] for r in rows if r['task'] == t)})" for t in tasks])
-    ax.set_ylim(0, 1)
-    ax.legend()
-    ax.set_title("base vs aligned (error bars: 95 % intervals)")
+    parts = [(name, sorted({r["task"] for r in rows if r["task"].endswith("_dev") == dev}))
+             for name, dev in (("dev tasks (settings chosen here)", True), ("test tasks (reported)", False))]
+    parts = [(n, t) for n, t in parts if t]
+    # panels one above the other: the page's column is narrow, and each panel keeps its tasks readable
+    fig, axes = plt.subplots(len(parts), 1, figsize=(8, 0.6 + 3.0 * len(parts)), squeeze=False)
+    for ax, (name, tasks) in zip(axes[:, 0], parts):
+        by = {(r["task"], r["model"]): r for r in rows}
+        series = [(MODEL_NAMES.get(m, m), [(by[(t, m)]["value"], by[(t, m)].get("ci95_low", by[(t, m)]["value"]),
+                                            by[(t, m)].get("ci95_high", by[(t, m)]["value"])) if (t, m) in by else None
+                                           for t in tasks]) for m in models]
+        labels = [f"{t}\n({next(r['metric'] for r in rows if r['task'] == t)})" for t in tasks]
+        _bars(ax, labels, series, "score (acc@1, parent hit@10 or ρ)", name)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("base against aligned (error bars: 95 % intervals)", fontsize=11)
     fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_controls(tasks: list[dict], path: Path) -> None:
+    """The verdict's figure (bali.reporting.verdict.tasks): per task the base and each pre-trained
+    row's mean over seeds with its 95 % t interval; the demo's test halves and real data apart."""
+    import statistics
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bali.reporting.verdict import ROLES
+
+    parts = [(name, [t for t in tasks if t["group"] == g]) for g, name in (("demo", "demo, test halves"),
+                                                                          ("real", "real data"))]
+    parts = [(n, ts) for n, ts in parts if ts]
+    fig, axes = plt.subplots(len(parts), 1, figsize=(9, 0.9 + 3.2 * len(parts)), squeeze=False)
+    for ax, (name, ts) in zip(axes[:, 0], parts):
+        series = [("base", [(t["base"], t["base"], t["base"]) for t in ts])]
+        for row, label in ROLES.items():
+            cells = [(statistics.mean(t["runs"][row]), *runs_interval(t["runs"][row])) if row in t["runs"] else None
+                     for t in ts]
+            if any(cells):
+                series.append((label, cells))
+        _bars(ax, [t["label"].replace(" (", "\n(") for t in ts], series, "acc@1, hit@10 or Spearman ρ", name)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9)  # below the bars, not over them
+    fig.suptitle("the aligned model beside its controls\n(error bars: 95 % t intervals over pre-training seeds)",
+                 fontsize=11)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -173,8 +227,16 @@ def read_tsv_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data[:, 0], data[:, 1]
 
 
-def plot_curves(live_dir: Path, names: list[str], path: Path, title: str, smooth: int = 1) -> bool:
-    """Series of dvclive's plots/metrics/<name>.tsv against step; False when none exists."""
+# y-axis label per dvclive series, or per family (train/…: the loss terms; el/…, hierarchy/…: the
+# LM's dev figures during pre-training)
+CURVE_UNITS = {"train/encoder_share": "||graph - name|| / ||name||", "train/graph_name_cosine": "cosine",
+               "train": "loss", "el": "dev acc@k", "hierarchy": "dev parent hit@10"}
+
+
+def plot_curves(live_dir: Path, names: list[str], path: Path, title: str, smooth: int = 1,
+                ylabel: str | None = None) -> bool:
+    """Series of dvclive's plots/metrics/<name>.tsv against step; False when none exists. The y axis
+    is `ylabel`, or named after the series' families (CURVE_UNITS)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -190,7 +252,9 @@ def plot_curves(live_dir: Path, names: list[str], path: Path, title: str, smooth
             y = np.convolve(y, np.ones(smooth) / smooth, mode="valid")
             x = x[smooth - 1:]
         ax.plot(x, y, label=name, marker="o" if len(x) < 30 else None)
-    ax.set_xlabel("step")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel or " / ".join(sorted({CURVE_UNITS.get(n, CURVE_UNITS.get(n.split("/")[0], n))
+                                                    for n, _, _ in series})))
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()

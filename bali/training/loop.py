@@ -1,7 +1,7 @@
 """The pre-training loop: AdamW with separate learning rates for the LM and the rest, cosine schedule
 with warm-up min(warmup_fraction of steps, warmup_max_steps), gradient accumulation, clipping
-(`max_grad_norm`; 0 = none, as the reference),
-bf16 autocast on GPU, DDP under torchrun, checkpoints with exact resume, dvclive logs.
+(`max_grad_norm`; 0 = none, as the reference), bf16 autocast where the hardware runs it natively
+(`pretrain.precision`, see `bali.precision`), DDP under torchrun, checkpoints with exact resume, dvclive logs.
 
 Device: `pretrain.device` (auto = the local rank's GPU when there is one, else the CPU). Every
 tensor of a batch, nested ones included, goes there through `to_device`. Speed levers, used on CUDA
@@ -18,83 +18,43 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from contextlib import nullcontext
-from datetime import timedelta
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from bali.training import checkpoints
-from bali.data.batches import TrainingData, loader
+from bali import precision
+from bali.training import checkpoints, diagnostics, freeze
+from bali.training.config import PretrainConfig
+from bali.training.devices import compiled_graphs, gloo_side_group, pick_device, to_device
+from bali.data.batches import loader
+from bali.data.training_data import TrainingData
 from bali.modeling.model import BaliModel
 
 LOSSES = ("loss", "mlm", "contrastive", "name", "synonym", "link")
 # logged beside the losses, not optimised: how far the graph vector is from the target's own name
 # vector (the model's `graph_name_figures`; NaN for the linear graph, which has no name vector)
 LOGGED = LOSSES + ("encoder_share", "graph_name_cosine")
-# Where and how fast a run goes, and what it logs, not what it trains: a checkpoint made with other
-# values of these is resumed.
-NOT_IN_RUN_KEY = ("workers", "checkpoint_every", "keep_checkpoints", "checkpoint_dir", "dvclive_dir", "eval_every",
-                  "eval_task", "val_batches", "device", "tf32", "fused_adamw", "compile", "pin_memory")
-
-
-def to_device(obj, device: torch.device, non_blocking: bool = False):
-    """Every tensor of a batch, at any depth of dicts, lists and tuples, on `device`."""
-    if torch.is_tensor(obj):
-        return obj.to(device, non_blocking=non_blocking)
-    if isinstance(obj, dict):
-        return {k: to_device(v, device, non_blocking) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_device(v, device, non_blocking) for v in obj)
-    return obj
-
-
-def pick_device(p: dict) -> torch.device:
-    """`pretrain.device`: auto | cpu | cuda. On CUDA, the GPU of this process's LOCAL_RANK
-    (torchrun sets it; one process per GPU), made the current device."""
-    want = p["device"]
-    if want not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"pretrain.device must be auto, cpu or cuda, not {want!r}")
-    if want == "cpu" or (want == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ValueError("pretrain.device is cuda, but torch sees no GPU")
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    torch.cuda.set_device(device)
-    return device
-
-
-def seed_of(p: dict) -> int:
-    """The pre-training's seed (initialisation, batch order, draws, masks): `seed`, or the pipeline's
-    `base.seed` when that is null. A seed of its own varies the training alone, on the same data split."""
-    return p["base"]["seed"] if p.get("seed") is None else int(p["seed"])
 
 
 def make_loader(data: TrainingData, p: dict, device: torch.device, rank: int = 0, world_size: int = 1):
     """The training batches of `data` for these params (the benchmarks build theirs here too)."""
-    if p["sample_per"] not in ("concept", "occurrence"):
-        raise ValueError(f"pretrain.sample_per must be concept or occurrence, not {p['sample_per']!r}")
-    return loader(data, p["batch_size"], seed_of(p), p["workers"], rank, world_size,
-                  pin_memory=device.type == "cuda" and p["pin_memory"], neighbors=p["neighbors"],
-                  mlm_probability=p["mlm_probability"], linear_graph=p["graph_encoder"] == "linear",
-                  synonyms=p["synonym_weight"] > 0, links=p["link_weight"] > 0,
-                  mention_masking_prob=p["mention_masking_prob"], name_masking_prob=p["concept_name_masking_prob"],
-                  per_occurrence=p["sample_per"] == "occurrence")
+    c = PretrainConfig.of(p)
+    if c.sample_per not in ("concept", "occurrence"):
+        raise ValueError(f"pretrain.sample_per must be concept or occurrence, not {c.sample_per!r}")
+    # what a batch carries follows from the objective: no synonym or link rows without their terms
+    return loader(data, c.batch_size, c.training_seed, c.workers, rank, world_size,
+                  pin_memory=device.type == "cuda" and c.pin_memory, neighbors=c.neighbors,
+                  mlm_probability=c.mlm_probability, linear_graph=c.graph_encoder == "linear",
+                  synonyms=c.synonym_weight > 0, links=c.link_weight > 0, mention_masking_prob=c.mention_masking_prob,
+                  name_masking_prob=c.concept_name_masking_prob, per_occurrence=c.sample_per == "occurrence")
 
 
 def build_model(p: dict, lm_path: str, verbose: bool = False) -> BaliModel:
-    return BaliModel(lm_path, graph_encoder=p["graph_encoder"], layers=p["layers"], heads=p["heads"],
-                     dropout=p["dropout"], attention_dropout=p["attention_dropout"], residual=p["residual"],
-                     zero_init=p["zero_init"], concat_heads=p["concat_heads"], gat_self_loops=p["gat_self_loops"],
-                     fresh_mlm_head=p["fresh_mlm_head"], loss=p["loss"],
-                     temperature=p["temperature"], mlm_weight=p["mlm_weight"], contrastive_weight=p["contrastive_weight"],
-                     name_weight=p["name_weight"], name_negatives=p["name_negatives"],
-                     synonym_weight=p["synonym_weight"], link_weight=p["link_weight"],
-                     link_anchor=p["link_anchor"], link_temperature=p["link_temperature"], gather_negatives=p["gather_negatives"], verbose=verbose)
+    return BaliModel(lm_path, **PretrainConfig.of(p).model_args(), verbose=verbose)
 
 
 def optimizer(model: BaliModel, p: dict, fused: bool = False) -> torch.optim.Optimizer:
@@ -122,14 +82,6 @@ def freeze_unused_head(model: BaliModel) -> list[str]:
     return unused
 
 
-def compiled_graphs() -> int:
-    """Graphs torch.compile has built in this process (each new shape specialisation, train / eval
-    mode or grad mode of the LM adds one; past `recompile_limit` per frame dynamo runs it eagerly)."""
-    from torch._dynamo.utils import counters
-
-    return int(counters["stats"]["unique_graphs"])
-
-
 def prepare(model: BaliModel, p: dict, device: torch.device, world_size: int = 1) -> tuple[BaliModel, torch.optim.Optimizer]:
     """The model on `device` with the speed levers that apply there, and its optimiser."""
     cuda = device.type == "cuda"
@@ -154,24 +106,6 @@ def contrastive_sentences(p: dict, world_size: int) -> int:
     return p["batch_size"] if p["gather_negatives"] or world_size == 1 else p["batch_size"] // world_size
 
 
-def gloo_side_group(world_size: int):
-    """The gloo group rank 0's evaluation barrier waits on. Across nodes gloo binds the interface
-    the hostname resolves to unless GLOO_SOCKET_IFNAME names one (torch.distributed's documented
-    setting); on hosts whose name resolves to a loopback address the barrier would hang."""
-    import torch.distributed as dist
-
-    nodes_apart = int(os.environ.get("LOCAL_WORLD_SIZE", world_size)) < world_size
-    if nodes_apart and not os.environ.get("GLOO_SOCKET_IFNAME") and dist.get_rank() == 0:
-        print("pretrain: several nodes and GLOO_SOCKET_IFNAME unset: the evaluation barrier's gloo group binds the "
-              "interface this host's name resolves to; set GLOO_SOCKET_IFNAME (e.g. eth0) if that is not the "
-              "nodes' network", file=sys.stderr)
-    return dist.new_group(backend="gloo", timeout=timedelta(hours=12))
-
-
-def autocast_for(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
 def schedule(opt: torch.optim.Optimizer, total: int, p: dict) -> torch.optim.lr_scheduler.LambdaLR:
     warmup = min(int(p["warmup_fraction"] * total), p["warmup_max_steps"])
 
@@ -179,7 +113,7 @@ def schedule(opt: torch.optim.Optimizer, total: int, p: dict) -> torch.optim.lr_
         if step < warmup:
             return (step + 1) / warmup
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return torch.optim.lr_scheduler.LambdaLR(opt, [freeze.lm_factor(factor, p, warmup), factor])  # LM, the rest
 
 
 def run_key(p: dict, dataset_dir: Path, lm_path: str) -> str:
@@ -187,19 +121,21 @@ def run_key(p: dict, dataset_dir: Path, lm_path: str) -> str:
     the base model and the checkpoint format."""
     path = Path(dataset_dir) / "stats.json"
     stats = {k: v for k, v in json.loads(path.read_text()).items() if k != "run"} if path.exists() else {}  # not timings
-    kept = {k: v for k, v in p.items() if k not in NOT_IN_RUN_KEY}
-    return json.dumps({"params": kept, "dataset": stats, "lm": str(lm_path), "format": 3}, sort_keys=True)
+    kept = PretrainConfig.of(p).resumed_by()
+    return json.dumps({"params": kept, "dataset": stats, "lm": str(lm_path), "format": 4}, sort_keys=True)
 
 
-def forward_backward(wrapped, batch: dict, device: torch.device, accumulate: int) -> dict:
-    """One micro-batch: forward under autocast (losses in float32 inside), backward of loss / accumulate."""
-    with autocast_for(device):
+def forward_backward(wrapped, batch: dict, device: torch.device, accumulate: int, numerics: str = "auto") -> dict:
+    """One micro-batch: forward under `numerics`' autocast (`bali.precision`: auto | bf16 | float32; the
+    losses in float32 inside), backward of loss / accumulate."""
+    with precision.autocast(device, precision.resolve(numerics, device)):
         out = wrapped(batch)
     (out["loss"] / accumulate).backward()
     return out
 
 
 def optimizer_step(model, opt, sched, p: dict) -> None:
+    freeze.hold_lm(model, sched.last_epoch, p)  # sched.last_epoch: the optimiser steps done
     if p["max_grad_norm"] > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), p["max_grad_norm"])
     opt.step()
@@ -252,7 +188,8 @@ def restore_rng(states: list, device: torch.device, rank: int) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def validation_loss(model: BaliModel, dl, sampler, device: torch.device, world_size: int, limit: int) -> dict:
+def validation_loss(model: BaliModel, dl, sampler, device: torch.device, world_size: int, limit: int,
+                    numerics: str = "auto") -> dict:
     """Mean losses over the validation split's first `limit` batches (0: all), the same batches and
     masks every time (epoch 0 of the seeded order), dropout off."""
     model.eval()
@@ -260,7 +197,7 @@ def validation_loss(model: BaliModel, dl, sampler, device: torch.device, world_s
     total, n = torch.zeros(len(LOGGED), device=device), 0
     with torch.no_grad():
         for batch in dl:
-            with autocast_for(device):
+            with precision.autocast(device, precision.resolve(numerics, device)):
                 total += loss_vector(model(to_device(batch, device, non_blocking=True)))
             n += 1
             if limit and n >= limit:
@@ -277,7 +214,7 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
     before the first) the validation split's loss is logged on every rank's share, and
     `evaluate(lm) -> {name: value}` runs on rank 0 while the others wait outside NCCL. `live` (rank
     0's dvclive record, or None) must start empty: a resumed run rewrites the checkpoint's points."""
-    seed = seed_of(p)
+    seed = PretrainConfig.of(p).training_seed  # every key of the section known and present, or a KeyError now
     torch.manual_seed(seed)
     device = pick_device(p)
     data = TrainingData(dataset_dir, "train")
@@ -290,11 +227,13 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
         if device.type == "cuda":
             torch.cuda.manual_seed(seed + rank)
     step, epoch, done, tokens = 0, 0, 0, (0, 0)
-    key = run_key(p, dataset_dir, lm_path)
+    numerics = precision.resolve(p["precision"], device)  # what `auto` means here: bf16 only where it is native
+    key = run_key({**p, "precision": numerics}, dataset_dir, lm_path)  # a bf16 checkpoint is not resumed in float32
     resume = checkpoints.resume_point(run_dir, key, rank, world_size)
     state = resume.state if resume is not None else None
     record = checkpoints.Record(live, state["record"] if state else None, state["step"] if state else 0) \
         if rank == 0 else checkpoints.Record()
+    watch = diagnostics.watch(model, data, p, seed, device, rank, record if state is None else None)  # on the base LM
     if state is not None:
         model.load_state_dict(state["model"])
     unused = freeze_unused_head(model)
@@ -331,6 +270,7 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
     if rank == 0:
         if live is not None and hasattr(live, "log_param"):
             live.log_param("contrastive_sentences_per_loss", negatives)
+            live.log_param("precision", numerics)
         if negatives < p["batch_size"]:
             print(f"pretrain: gather_negatives is false: each rank's contrastive loss sees its own ~{negatives} of the "
                   f"{p['batch_size']} sentences of a micro-batch, so the objective changes with the number of "
@@ -340,7 +280,8 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
     def log_evaluation() -> bool:
         if not p["eval_every"]:
             return False
-        figures = validation_loss(model, val_dl, val_sampler, device, world_size, p["val_batches"]) if val_dl else {}
+        figures = validation_loss(model, val_dl, val_sampler, device, world_size, p["val_batches"],
+                                  numerics) if val_dl else {}
         if evaluate is not None and rank == 0:
             model.eval()
             figures.update(evaluate(model.lm))
@@ -373,7 +314,8 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
             boundary = (i + 1) % p["grad_accum"] == 0
             # gradients are all-reduced once per optimiser step, not once per micro-batch
             with wrapped.no_sync() if world_size > 1 and not boundary else nullcontext():
-                out = forward_backward(wrapped, batch, device, p["grad_accum"])
+                out = forward_backward(wrapped, batch, device, p["grad_accum"], numerics)
+            watch.micro_batch(out)
             losses = loss_vector(out) if losses is None else losses + loss_vector(out)
             seen, real, padded = seen + len(batch["input_ids"]), real + batch["real_tokens"], padded + batch["padded_tokens"]
             done = i + 1
@@ -396,6 +338,7 @@ def train(dataset_dir: Path, run_dir: Path, p: dict, lm_path: str, rank: int = 0
                 record.log(step, "token_efficiency", real / padded)
                 if device.type == "cuda" and p["compile"]:
                     record.log(step, "compiled_graphs", compiled_graphs())
+                watch.log(record, step, total)
                 if live is not None:
                     live.next_step()
             if step % p["checkpoint_every"] == 0 or step == total:
