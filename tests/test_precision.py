@@ -56,13 +56,13 @@ def test_flags_are_read_not_assumed(tmp_path, monkeypatch):
     assert precision.cpu_flags(str(tmp_path / "nothing")) == frozenset()
 
 
-def test_bad_values_fail():
+def test_bad_values_fail(tmp_path):
     with pytest.raises(ValueError):
         precision.resolve("fp16", "cpu")
     with pytest.raises(ValueError):
         precision.autocast("cpu", "auto")  # a caller resolves first, and records what it got
     with pytest.raises(ValueError):
-        encoder.model_key(".", {"pooling": "mean", "lowercase": True, "max_length": 8}, "auto")
+        encoder.model_key(tmp_path, {"pooling": "mean", "lowercase": True, "max_length": 8}, "auto")
 
 
 def test_forced_bf16_runs_the_cpu_forward_in_bf16():

@@ -92,7 +92,7 @@ def test_adding_a_task_runs_its_cells_and_the_report_only(project):
     p = (project / "params.yaml").read_text()
     doc = yaml.safe_load(p)
     tasks = doc["evaluate"]["tasks"]
-    doc["evaluate"]["tasks"] = tasks + [{**tasks[0], "name": "demo_el_dev_again"}]
+    doc["evaluate"]["tasks"] = tasks + [{**tasks[0], "name": "demo_el_test_again"}]
     (project / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     try:
         new = len(tasks)
@@ -100,7 +100,7 @@ def test_adding_a_task_runs_its_cells_and_the_report_only(project):
     finally:
         (project / "params.yaml").write_text(p)
         for model in ("base", "bali"):  # the removed task's outputs: no longer any stage's, but in report's input
-            shutil.rmtree(project / "data" / "eval" / model / "demo_el_dev_again", ignore_errors=True)
+            shutil.rmtree(project / "data" / "eval" / model / "demo_el_test_again", ignore_errors=True)
     repro(project)
     sh(project, "git", "checkout", "dvc.lock")
     assert sh(project, "git", "status", "--porcelain") == ""
@@ -246,7 +246,7 @@ def test_paper_profile_runs_through_dvc(tmp_path):
     # under the demo params as well.)
     profile = sh(d, sys.executable, "-m", "bali.profiles", "paper", "--params", "params.yaml").strip()
     tiny = [a for k, v in TINY.items()
-            for a in ("-S", f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}")]
+            for a in ("-S", f"{k}={yaml.safe_dump(v, default_flow_style=True, sort_keys=False).strip().removesuffix('...').strip()}")]
     again = sh(d, "sh", "-c", f"dvc exp run -n paper-readme {profile} {shlex.join(tiny)}")
     assert "Running stage" not in again and "Stage 'pretrain' didn't change" in again, again
     link = json.loads((d / "data" / "link" / "stats.json").read_text())

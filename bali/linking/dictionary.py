@@ -144,7 +144,6 @@ class DictionaryIndex:
         if n == 0:
             return []
         tid = np.fromiter((get(t) for ts in toks for t, _, _ in ts), dtype=np.int64, count=n)
-        sent = np.repeat(np.arange(len(toks)), [len(t) for t in toks])
         stop = np.repeat(np.cumsum([len(t) for t in toks]), [len(t) for t in toks])  # end of own sentence
         known = tid >= 0
         value = (lambda t: self.token_value[np.maximum(t, 0)]) if self.any_order else \

@@ -111,6 +111,8 @@ def top_k(queries: torch.Tensor, names: torch.Tensor, k: int, query_chunk: int =
 def model_key(model_dir: str | Path, p: dict, resolved: str = "float32") -> str:
     """Hash of every file of the model folder (weights, config, tokenizer), the protocol and the
     resolved precision (bf16 | float32: not the same vectors, whatever the device)."""
+    if resolved not in ("bf16", "float32"):
+        raise ValueError(f"model_key takes a resolved precision (bf16 or float32), not {resolved!r}")
     h = hashlib.blake2b(digest_size=16)
     for f in sorted(Path(model_dir).rglob("*")):
         if f.is_file():
@@ -118,8 +120,6 @@ def model_key(model_dir: str | Path, p: dict, resolved: str = "float32") -> str:
             with open(f, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 22), b""):
                     h.update(block)
-    if resolved not in ("bf16", "float32"):
-        raise ValueError(f"model_key takes a resolved precision (bf16 or float32), not {resolved!r}")
     h.update(repr([(k, p[k]) for k in PROTOCOL_KEYS] + [resolved]).encode())
     return h.hexdigest()
 
