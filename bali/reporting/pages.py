@@ -266,7 +266,11 @@ def render_results(rows: list[dict], base: str, tables: dict[str, list[dict]], s
               "encoder": ("Where the graph encoder carries the graph", "Settings tried on dev data only "
                           "(`ablations/encoder.yaml`, its rule in that file), each paired with `f-no-gnn`: the demo "
                           "setting with the encoder replaced by the identity. The encoder's share and the "
-                          "graph·name cosine are the pre-training's last step.")}
+                          "graph·name cosine are the pre-training's last step."),
+              "published": ("Why the published recipe hurts at demo scale", "The factorial of "
+                            "`ablations/published.yaml` on dev data, its rule written in that file before any row ran; "
+                            "each row paired with `pub` (the published recipe) over the same dev items. Under that "
+                            "rule a row confirms a suspect only with its three pre-training seeds.")}
     for name, rows_ in tables.items():
         title, text = titles.get(name, (f"Ablations: {name}", f"`ablations/{name}.yaml`."))
         out += [f"## {title}", "", text, ""] + ablation_tables(rows_, seeds[0] if seeds else None)
