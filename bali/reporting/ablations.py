@@ -118,29 +118,47 @@ def flow(items: list[dict]) -> str:
 
 def runs(row: dict) -> list[tuple[str, list[str]]]:
     """(experiment name, overrides) of a row: the row itself, then one per extra pre-training seed
-    (`seeds: [30, 31]` -> ROW-seed30, ROW-seed31: the same setting, trained again from another seed)."""
-    return [(row["name"], row["set"])] + [(f"{row['name']}-seed{s}", [*row["set"], f"pretrain.seed={s}"])
-                                         for s in row.get("seeds", [])]
+    (`seeds: [30, 31]` -> ROW-seed30, ROW-seed31: the same setting, trained again from another seed).
+    A row with `experiment: NAME` reads the experiments of another spec's row NAME (the same
+    overrides and tasks, run once) instead of running its own."""
+    name = row.get("experiment", row["name"])
+    return [(name, row["set"])] + [(f"{name}-seed{s}", [*row["set"], f"pretrain.seed={s}"])
+                                   for s in row.get("seeds", [])]
 
 
-def run(path: Path, jobs: int = 1) -> None:
-    """Run the spec's missing experiments: one after another (`dvc exp run --temp`), or with jobs > 1
-    queued and run that many at a time (`dvc exp run --run-all -j`), each with cores / jobs threads."""
+def by_row(spec: dict, found: dict) -> dict:
+    """`found` plus, for each row that reads another row's experiments, those under its own run names."""
+    for row in spec["rows"]:
+        if "experiment" in row:
+            mine = runs({**row, "experiment": row["name"]})
+            found.update({m: found[e] for (m, _), (e, _) in zip(mine, runs(row)) if e in found})
+    return found
+
+
+def run(path: Path, jobs: int = 1, only: list[str] | None = None) -> None:
+    """Run the spec's missing experiments (or those of them named in `only`, in that order): one
+    after another (`dvc exp run --temp`), or with jobs > 1 queued and run that many at a time
+    (`dvc exp run --run-all -j`), each with cores / jobs threads."""
     spec = spec_of(path)
     done = experiments(spec.get("current_only", True))
     items = task_items(spec)
     extra = ["-S", f"evaluate.tasks={flow(items)}"] if items else []
     queued = 0
-    for row in spec["rows"]:
-        for name, overrides in runs(row):
-            if name in done:
-                print(f"ablations: {name} already ran (on {done[name]['commit']})")
-                continue
-            cmd = ["dvc", "exp", "run", "--queue" if jobs > 1 else "--temp", "-n", name] + \
-                [a for o in overrides for a in ("-S", o)] + extra
-            print("ablations:", " ".join(cmd), flush=True)
-            subprocess.run(cmd, check=True)
-            queued += 1
+    todo = [run for row in spec["rows"] for run in runs(row)]
+    if only:
+        unknown = set(only) - {name for name, _ in todo}
+        if unknown:
+            raise SystemExit(f"ablations: {path} has no run named {', '.join(sorted(unknown))}")
+        todo = sorted((r for r in todo if r[0] in only), key=lambda r: only.index(r[0]))
+    for name, overrides in todo:
+        if name in done:
+            print(f"ablations: {name} already ran (on {done[name]['commit']})")
+            continue
+        cmd = ["dvc", "exp", "run", "--queue" if jobs > 1 else "--temp", "-n", name] + \
+            [a for o in overrides for a in ("-S", o)] + extra
+        print("ablations:", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+        queued += 1
     if jobs > 1 and queued:
         threads = str(max(1, (os.cpu_count() or 1) // jobs))  # jobs x threads <= cores: no oversubscription
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
@@ -251,7 +269,7 @@ def over_seeds(row: dict, found: dict, seeded: dict) -> dict:
     the run-to-run noise to read a difference between rows against), or {} for a row without seeds."""
     if not row.get("seeds"):
         return {}
-    compares = [compare_of(found[name]["rev"]) for name, _ in runs(row)]
+    compares = [compare_of(found[name]["rev"]) for name, _ in runs({**row, "experiment": row["name"]})]
     out = {}
     for col, (task, _) in seeded.items():
         vals = [c[f"{task}/bali"]["value"] for c in compares if "value" in c.get(f"{task}/bali", {})]
@@ -263,7 +281,7 @@ def over_seeds(row: dict, found: dict, seeded: dict) -> dict:
 
 def table(path: Path, out: Path, seed: int = 29) -> None:
     spec = spec_of(path)
-    found = experiments(spec.get("current_only", True))
+    found = by_row(spec, experiments(spec.get("current_only", True)))
     # A log (current_only: false) keeps the lines it recorded of rows whose experiments are no longer
     # here (a fresh clone has none): what was tried stays in the table.
     recorded = {r["row"]: r for r in csv.DictReader(out.open(encoding="utf-8"))} \
@@ -302,9 +320,10 @@ def main(argv=None):
     ap.add_argument("action", choices=["run", "table"])
     ap.add_argument("spec", type=Path)
     ap.add_argument("--jobs", type=int, default=1, help="run: experiments at a time (queued; cores shared out)")
+    ap.add_argument("--only", nargs="+", metavar="RUN", help="run: these runs only (ROW or ROW-seedN), in this order")
     args = ap.parse_args(argv)
     if args.action == "run":
-        run(args.spec, args.jobs)
+        run(args.spec, args.jobs, args.only)
     else:
         seed = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))["base"]["seed"]
         table(args.spec, args.spec.with_suffix(".csv"), seed)
