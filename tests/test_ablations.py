@@ -31,27 +31,46 @@ def live(acc):
         "loss": 1.0, "encoder_share": acc / 2, "graph_name_cosine": 1 - acc / 10}}}}}
 
 
+def lock(code="c1", data="d1", model="m1", lr=1, x=0):
+    """A dvc.lock of the measured stages: pre-training (its code, its data, its params) and one cell."""
+    return yaml.safe_dump({"stages": {
+        "pretrain": {"cmd": "python stages/pretrain.py", "deps": [{"path": "bali/m.py", "md5": code},
+                                                                  {"path": "data/d", "md5": data}],
+                     "params": {"params.yaml": {"pretrain": {"lr": lr, "x": x}}}, "outs": [{"path": "models/bali", "md5": model}]},
+        "evaluate@bali-task0": {"cmd": "python stages/evaluate.py", "deps": [{"path": "models/bali", "md5": model}]},
+        "report": {"cmd": "python stages/report.py", "deps": [{"path": "bali/reporting", "md5": code + "r"}]}}})
+
+
 def test_rows_of_the_current_pipeline_only(tmp_path, monkeypatch):
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    old = commit(tmp_path, {"bali/m.py": "x = 1\n", "stages/s.py": "", "dvc.yaml": "", "dvc.lock": "",
-                            "params.yaml": "a: 1\n", "pyproject.toml": ""}, "pipeline")
-    current = commit(tmp_path, {"params.yaml": "a: 2\n"}, "params")
+    old = commit(tmp_path, {"params.yaml": "pretrain: {lr: 1, x: 0}\n", "dvc.lock": lock()}, "pipeline")
+    # each experiment is a commit whose dvc.lock records what its stages ran with
+    e1 = commit(tmp_path, {"dvc.lock": lock(model="m2", x=1)}, "kept: x set by -S, its own model")
+    e2 = commit(tmp_path, {"dvc.lock": lock(code="c0")}, "stale: other code")
+    e3 = commit(tmp_path, {"dvc.lock": lock(model="m3")}, "kept too, on the older baseline")
+    e4 = commit(tmp_path, {"dvc.lock": lock(data="d0", x=1)}, "stale: other data")
+    current = commit(tmp_path, {"params.yaml": "pretrain: {lr: 1, x: 0}\nreport: {y: 2}\n",
+                                "dvc.lock": lock().replace("c1r", "c2r")}, "the report changed: rows stay")
     commit(tmp_path, {"README.md": "figures\n", "ablations/x.csv": ""}, "docs only")
     shown = [{"rev": "workspace"},
-             {"rev": current, "experiments": [{"revs": [{"name": "kept", "data": live(0.51), "rev": "e1"}],
+             {"rev": current, "experiments": [{"revs": [{"name": "kept", "data": live(0.51), "rev": e1}],
                                                "executor": {"state": "success"}},  # finished in DVC's queue
-                                              {"revs": [{"name": "busy", "data": live(0.2), "rev": "e4"}],
-                                               "executor": {"state": "running"}}]},
-             {"rev": old, "experiments": [{"revs": [{"name": "stale", "data": live(0.4), "rev": "e2"}]},
-                                          {"revs": [{"name": "kept", "data": live(0.1), "rev": "e3"}]}]}]
+                                              {"revs": [{"name": "busy", "data": live(0.2), "rev": e1}],
+                                               "executor": {"state": "running"}},
+                                              {"revs": [{"name": "data", "data": live(0.3), "rev": e4}]}]},
+             {"rev": old, "experiments": [{"revs": [{"name": "stale", "data": live(0.4), "rev": e2}]},
+                                          {"revs": [{"name": "kept", "data": live(0.1), "rev": e3}]},
+                                          {"revs": [{"name": "older", "data": live(0.1), "rev": e3}]}]}]
+    monkeypatch.setattr(ablations.staleness, "check_lock", lambda: None)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(ablations, "exp_show", lambda: shown)
-    compares = {"e1": compare(0.51, 0.021), "e2": compare(0.4, 0.0), "e3": compare(0.1, 0.0)}
+    compares = {e1: compare(0.51, 0.021), e2: compare(0.4, 0.0), e3: compare(0.1, 0.0)}
     monkeypatch.setattr(ablations, "compare_of", lambda rev: compares[rev])  # each experiment's compare.json
     found = ablations.experiments()
-    assert set(found) == {"kept"} and found["kept"]["commit"] == current[:7]
+    assert set(found) == {"kept", "older"} and found["kept"]["commit"] == current[:7]
     logged = ablations.experiments(current_only=False)  # a search's log: every commit, the newest of a name
-    assert {k: v["commit"] for k, v in logged.items()} == {"kept": current[:7], "stale": old[:7]}
+    assert {k: v["commit"] for k, v in logged.items()} == \
+        {"kept": current[:7], "stale": old[:7], "data": current[:7], "older": old[:7]}
     spec = tmp_path / "ablations" / "s.yaml"
     spec.write_text(yaml.safe_dump({"columns": "dev", "rows": [{"name": "kept", "what": "w", "set": ["pretrain.x=1"]}]}))
     ablations.table(spec, spec.with_suffix(".csv"))
@@ -59,6 +78,12 @@ def test_rows_of_the_current_pipeline_only(tmp_path, monkeypatch):
     assert row["commit"] == current[:7] and row["dev acc@1"] == "0.510" and row["dev Δ vs base (pts)"] == "+2.1"
     assert row["dev parent hit@10"] == "0.500" and "test acc@1" not in row  # a search's table has no test column
     assert row["encoder share"] == "0.255" and row["graph·name cosine"] == "0.949"  # the pre-training's last step
+    # a row may read another spec's experiments (`experiment:`): the same figures under its own name
+    spec.write_text(yaml.safe_dump({"columns": "dev", "rows": [{"name": "alias", "experiment": "kept", "what": "w",
+                                                               "set": ["pretrain.x=1"]}]}))
+    ablations.table(spec, spec.with_suffix(".csv"))
+    row, = csv.DictReader(spec.with_suffix(".csv").open())
+    assert row["row"] == "alias" and row["dev acc@1"] == "0.510"
     spec.write_text(yaml.safe_dump({"rows": [{"name": "stale", "what": "w", "set": []}]}))
     with pytest.raises(SystemExit, match="current pipeline named stale"):
         ablations.table(spec, spec.with_suffix(".csv"))
@@ -74,6 +99,9 @@ def test_rows_of_the_current_pipeline_only(tmp_path, monkeypatch):
     spec.write_text(yaml.safe_dump({**log, "rows": log["rows"] + [{"name": "never", "what": "w", "set": []}]}))
     with pytest.raises(SystemExit, match="named never"):
         ablations.table(spec, out)
+    # HEAD's default for lr moves: a row that did not set it is stale, so is one that set another param
+    commit(tmp_path, {"params.yaml": "pretrain: {lr: 2, x: 0}\n", "dvc.lock": lock(lr=2)}, "lr default")
+    assert ablations.experiments() == {}
 
 
 def test_real_tasks_absolute_or_skipped(tmp_path, monkeypatch):

@@ -5,9 +5,10 @@
   python -m bali.reporting.ablations run ablations/demo.yaml --jobs 2   # two at a time, from DVC's queue
   python -m bali.reporting.ablations table ablations/demo.yaml   # -> ablations/demo.csv (the report's table)
 
-Only experiments of the current pipeline count: a row is current when its experiment's baseline
-commit has the same code, params and pipeline as HEAD (no change to CURRENT_PATHS, so a commit that
-only touches the README, a table or the lock keeps the rows); each row names that commit. A
+Only experiments of the current pipeline count: a row is current while DVC would not rerun its
+pre-training and evaluation cells at HEAD (`bali.reporting.staleness`: the same commands, code,
+upstream data and defaults), so a commit that touches only the report, the docs or a stage whose
+output stays the same keeps the rows; each row names its experiment's baseline commit. A
 spec may list `real_tasks` (evaluate tasks on ../shared data): when their folders are all there, every row
 evaluates them too, as test data. `columns: dev` keeps a table to its dev columns (a search, where
 settings are chosen, never reads test figures); `current_only: false` keeps rows of any commit (a
@@ -32,11 +33,9 @@ import polars as pl
 import yaml
 
 from bali import real_data
+from bali.reporting import staleness
 from bali.reporting.report import paired_hits, paired_spearman
 
-# dvc.lock is not among them: `make ablations` ends by re-running the report on the new table, which
-# changes the lock and nothing that makes a row.
-CURRENT_PATHS = ["bali", "stages", "dvc.yaml", "params.yaml", "pyproject.toml"]
 # Settings are compared on dev (entity linking's dev half, the hierarchy probe's dev links) and
 # reported on test (never used to choose).
 DEV = {"dev acc@1": ("demo_el_dev", "value"), "dev Δ vs base (pts)": ("demo_el_dev", "delta"),
@@ -55,37 +54,35 @@ def spec_of(path: Path) -> dict:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-# The code that writes tables and pages from the rows, not the rows themselves.
-NOT_ROWS = [":!bali/reporting/ablations.py", ":!bali/reporting/pages.py"]
-
-
-def same_pipeline(commit: str) -> bool:
-    """Whether `commit` has HEAD's CURRENT_PATHS (NOT_ROWS aside)."""
-    return subprocess.run(["git", "diff", "--quiet", commit, "HEAD", "--", *CURRENT_PATHS, *NOT_ROWS],
-                          capture_output=True).returncode == 0
-
-
 def exp_show() -> list[dict]:
     return json.loads(subprocess.run(["dvc", "exp", "show", "--json", "--all-commits"], capture_output=True,
                                      text=True, check=True).stdout)
 
 
 def experiments(current_only: bool = True) -> dict[str, dict]:
-    """{experiment name: {"commit", "data", "rev"}} of the experiments whose baseline commit runs
-    the current pipeline (or of every commit: a search's log); of two with one name, the first
-    `dvc exp show` lists (the newest commit)."""
+    """{experiment name: {"commit", "data", "rev"}} of the experiments whose measured stages DVC would
+    not rerun at HEAD (`staleness`; or of every commit: a search's log); of two with one name, the
+    first `dvc exp show` lists (the newest commit)."""
     found = {}
+    if current_only:
+        staleness.check_lock()
+        head = staleness.head_lock()
     for rev in exp_show():
         commit = rev.get("rev", "")
-        if commit == "workspace" or not rev.get("experiments") or (current_only and not same_pipeline(commit)):
+        if commit == "workspace" or not rev.get("experiments"):
             continue
+        baseline = staleness.git_yaml(commit, "params.yaml") if current_only else {}
         for exp in rev["experiments"]:
             executor = exp.get("executor")  # a queued run keeps one: "success" once it has finished
             if executor and executor.get("state") != "success":  # running, queued or failed: no figures yet
                 continue
             for r in exp.get("revs", []):
-                if r.get("name") and r.get("data") and r["name"] not in found:
-                    found[r["name"]] = {"commit": commit[:7], "data": r["data"], "rev": r.get("rev", "")}
+                if not (r.get("name") and r.get("data")) or r["name"] in found:
+                    continue
+                if current_only and not staleness.same_measurement(staleness.git_yaml(r.get("rev", ""), "dvc.lock"),
+                                                                    baseline, head):
+                    continue
+                found[r["name"]] = {"commit": commit[:7], "data": r["data"], "rev": r.get("rev", "")}
     return found
 
 
