@@ -204,3 +204,23 @@ def test_descendants_of_keeps_a_branch(graph_dir, tmp_path):
     assert branch["cui"].to_list() == ["C0000002"] and stats["concepts_of_kept_types"] == 2
     with pytest.raises(ValueError, match="C9999999 not in the graph"):
         run_link(graph_dir, c, tmp_path, descendants_of=["C9999999"])
+
+
+def test_abbreviation_windows_equal_the_whole_document_detector():
+    """`find` runs scispaCy's detector on windows around each "(" and finds uses by pattern; it must
+    give what the detector gives on the whole document: here on hand-made edge cases (a definition
+    at the very start, a long form inside the parentheses, a short form glued to a period, a second
+    definition of one short form, a definition far from its uses) and on GSC+'s 228 abstracts."""
+    from bali.linking import abbreviations
+
+    filler = " ".join(f"word{i}" for i in range(60))
+    texts = ["(CF) starts it. cystic fibrosis (CF) and CF-related CFs and TnI. troponin I (TnI) binds TnI.",
+             f"IL 6 (interleukin 6) rises; {filler} later IL 6 and IL6 and (IL 6).",
+             f"heart failure (HF) {filler} HF again; renal failure (HF) HF, HF's HF_x.",
+             "no definition here (a b c d e f g h i j) at all"]
+    gsc = SHARED_DATA / "gsc-plus" / "corpus"
+    if gsc.is_dir():
+        texts += [f.read_text(encoding="utf-8") for f in sorted(gsc.iterdir())]
+    for text in texts:
+        assert sorted(abbreviations.find(text)) == sorted(abbreviations.find_whole(text)), text[:80]
+    assert len(abbreviations.find(texts[0])) >= 4  # the test finds something to compare

@@ -135,22 +135,24 @@ class DictionaryIndex:
         """Leftmost-longest, non-overlapping name matches in each sentence."""
         toks = [tokens(s) for s in sentences]
         if self.form is not None or self.skip:  # skipped words leave the stream: a match spans them
-            toks = [[x for x in ts if self._token_id(x[0]) != -2] for ts in toks]
-            get = self._token_id
+            with_ids = [[(self._token_id(t), a, b) for t, a, b in ts] for ts in toks]
+            toks = [[x for x in ts if x[0] != -2] for ts in with_ids]
+            ids = (i for ts in toks for i, _, _ in ts)
         else:
             vocab = self.vocab
-            get = lambda t: vocab.get(t, -1)  # noqa: E731
-        n = sum(len(t) for t in toks)
+            ids = (vocab.get(t, -1) for ts in toks for t, _, _ in ts)
+        counts = np.fromiter(map(len, toks), dtype=np.int64, count=len(toks))
+        n = int(counts.sum())
         if n == 0:
             return []
-        tid = np.fromiter((get(t) for ts in toks for t, _, _ in ts), dtype=np.int64, count=n)
-        stop = np.repeat(np.cumsum([len(t) for t in toks]), [len(t) for t in toks])  # end of own sentence
+        tid = np.fromiter(ids, dtype=np.int64, count=n)
+        stop = np.repeat(np.cumsum(counts), counts)  # end of own sentence
         known = tid >= 0
         value = (lambda t: self.token_value[np.maximum(t, 0)]) if self.any_order else \
             (lambda t: (t + 1).astype(np.uint64))
         h = np.where(known, value(tid), 0).astype(np.uint64)
         valid = known.copy()
-        hits = []
+        hits = []  # (first token, length, key) arrays, one triple per length
         with np.errstate(over="ignore"):
             for length in range(1, self.max_tokens + 1):
                 if length > 1:
@@ -165,20 +167,26 @@ class DictionaryIndex:
                     break
                 pos = np.searchsorted(self.hashes, h[idx])
                 found = (pos < len(self.hashes)) & (self.hashes[np.minimum(pos, len(self.hashes) - 1)] == h[idx])
-                for i, key in zip(idx[found].tolist(), pos[found].tolist()):
-                    lo, hi = self.seq_ptr[key], self.seq_ptr[key + 1]
-                    window = np.sort(tid[i:i + length]) if self.any_order else tid[i:i + length]
-                    if hi - lo == length and np.array_equal(self.seq_ids[lo:hi], window):
-                        hits.append((i, length, key))
-        hits.sort(key=lambda x: (x[0], -x[1]))
+                first, key = idx[found], pos[found]
+                lo = self.seq_ptr[key]
+                same_length = self.seq_ptr[key + 1] - lo == length
+                first, key, lo = first[same_length], key[same_length], lo[same_length]
+                window = tid[first[:, None] + np.arange(length)]  # all inside the sentence: `valid`
+                if self.any_order:
+                    window = np.sort(window, axis=1)
+                same = (self.seq_ids[lo[:, None] + np.arange(length)] == window).all(axis=1)
+                hits.append((first[same], np.full(int(same.sum()), length), key[same]))
+        first, length, key = (np.concatenate(x) for x in zip(*hits))
+        order = np.lexsort((-length, first))  # leftmost, then longest
+        sentence = np.repeat(np.arange(len(toks)), counts)
+        start = np.fromiter((a for ts in toks for _, a, _ in ts), dtype=np.int64, count=n)
+        end = np.fromiter((b for ts in toks for _, _, b in ts), dtype=np.int64, count=n)
         out, free = [], -1
-        flat = [(s, tok) for s, ts in enumerate(toks) for tok in ts]
-        for i, length, key in hits:
+        for i, ln, k in zip(first[order].tolist(), length[order].tolist(), key[order].tolist()):
             if i < free:
                 continue
-            free = i + length
-            s = flat[i][0]
-            out.append(Match(s, flat[i][1][1], flat[i + length - 1][1][2], key))
+            free = i + ln
+            out.append(Match(int(sentence[i]), int(start[i]), int(end[i + ln - 1]), k))
         return out
 
 
