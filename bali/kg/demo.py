@@ -65,9 +65,30 @@ def _row(*fields: str) -> str:
     return "|".join(fields) + "|\n"
 
 
-def write_rrf(terms: list[Term], meta_dir: Path, held_out: set[tuple[str, str]] = frozenset()) -> dict:
+def related_synonyms(obo: Path) -> dict[str, list[str]]:
+    """{term id: its synonyms of RELATED scope} in an OBO file: in hp.obo, layperson and looser names
+    such as "Hearing loss" (Hearing impairment) or "Epilepsy" (Seizure), which text uses often."""
+    from bali.kg.ontology import SYNONYM
+
+    out: dict[str, list[str]] = {}
+    stanza = term = None
+    with open(obo, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("["):
+                stanza, term = line.strip(), None
+            elif stanza == "[Term]" and line.startswith("id: "):
+                term = line[4:].strip()
+            elif term and line.startswith("synonym: ") and (m := SYNONYM.match(line[9:].strip())) \
+                    and m.group(2) == "RELATED":
+                out.setdefault(term, []).append(re.sub(r"\\(.)", r"\1", m.group(1)))
+    return out
+
+
+def write_rrf(terms: list[Term], meta_dir: Path, held_out: set[tuple[str, str]] = frozenset(),
+              related: dict[str, list[str]] | None = None) -> dict:
     """Write MRCONSO.RRF, MRREL.RRF and MRSTY.RRF for the non-obsolete terms; return counts.
-    `held_out`: (child CUI, parent CUI) is_a links left out of MRREL (the hierarchy probe's)."""
+    `held_out`: (child CUI, parent CUI) is_a links left out of MRREL (the hierarchy probe's);
+    `related`: more names per term id (`related_synonyms`), as atoms of TTY ET (entry term)."""
     live = {t.id: t for t in terms if not t.obsolete}
     cui = assign_cuis(list(live.values()))
     order = sorted(live, key=lambda tid: (cui[tid], tid))
@@ -78,6 +99,7 @@ def write_rrf(terms: list[Term], meta_dir: Path, held_out: set[tuple[str, str]] 
     for tid in order:
         t = live[tid]
         strings = [("PT", t.name)] + [("SY", s) for s in dict.fromkeys(t.synonyms) if s != t.name]
+        strings += [("ET", s) for s in dict.fromkeys((related or {}).get(tid, ())) if s != t.name and s not in t.synonyms]
         for tty, text in strings:
             aui = f"A{len(conso) + 1:08d}"
             s, lu = sui.setdefault(text, len(sui) + 1), lui.setdefault(text.lower(), len(lui) + 1)
@@ -127,22 +149,25 @@ def write_corpus(terms: list[Term], path: Path) -> int:
     return len(docs)
 
 
-def _concept_names(live: list[Term], cui: dict[str, str]) -> tuple[dict, dict, dict]:
-    """Per concept: its exact synonyms that are not a term name, all its names, and its preferred
-    name (the first term's name in (CUI, HP id) order, as the umls_graph stage picks it)."""
+def _concept_names(live: list[Term], cui: dict[str, str], related: dict | None = None) -> tuple[dict, dict, dict]:
+    """Per concept: its exact synonyms that are not a term name, all its names (`related` ones
+    too), and its preferred name (the first term's name in (CUI, HP id) order, as the umls_graph
+    stage picks it)."""
     synonyms: dict[str, list[str]] = {}
     names: dict[str, list[str]] = {}
     preferred: dict[str, str] = {}
     for t in sorted(live, key=lambda t: (cui[t.id], t.id)):  # merged terms: a concept's names are its terms'
         synonyms.setdefault(cui[t.id], []).extend(s for s in t.synonyms if s != t.name)
-        names.setdefault(cui[t.id], []).extend([t.name, *t.synonyms])
+        names.setdefault(cui[t.id], []).extend([t.name, *t.synonyms, *(related or {}).get(t.id, ())])
         preferred.setdefault(cui[t.id], t.name)
     return synonyms, names, preferred
 
 
-def write_el_task(terms: list[Term], el_dir: Path, n: int, seed: int, dev_fraction: float = 0.5) -> dict:
+def write_el_task(terms: list[Term], el_dir: Path, n: int, seed: int, dev_fraction: float = 0.5,
+                  related: dict[str, list[str]] | None = None) -> dict:
     """The zero-shot entity-linking task in the SapBERT/BioSyn format: `n` concepts (fixed seed) with
-    an exact synonym; one synonym each is the query, every other name the dictionary.
+    an exact synonym; one synonym each is the query, every other name (`related` ones too, when the
+    graph has them) the dictionary.
 
     Strings are compared by the dictionary linker's key (`bali.names.name_keys`: NFKC,
     case, dashes, spacing), so a query cannot be found as itself: a drawn synonym whose key is the key
@@ -155,7 +180,7 @@ def write_el_task(terms: list[Term], el_dir: Path, n: int, seed: int, dev_fracti
     from bali.names import name_keys
 
     live = [t for t in sorted(terms, key=lambda t: t.id) if not t.obsolete]
-    synonyms, names, _ = _concept_names(live, assign_cuis(live))
+    synonyms, names, _ = _concept_names(live, assign_cuis(live), related)
     strings = sorted({s for ns in names.values() for s in ns})
     key = dict(zip(strings, name_keys(strings).to_list()))
     rng = random.Random(seed)
