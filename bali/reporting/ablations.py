@@ -276,16 +276,19 @@ def over_seeds(row: dict, found: dict, seeded: dict) -> dict:
     return out
 
 
-def table(path: Path, out: Path, seed: int = 29) -> None:
+def table(path: Path, out: Path, seed: int = 29, partial: bool = False) -> None:
+    """Write the spec's table. `partial`: rows whose base-seed run exists are written even when some
+    of their seed runs are missing (their seed columns empty) and rows with no run are left out."""
     spec = spec_of(path)
     found = by_row(spec, experiments(spec.get("current_only", True)))
     # A log (current_only: false) keeps the lines it recorded of rows whose experiments are no longer
     # here (a fresh clone has none): what was tried stays in the table.
     recorded = {r["row"]: r for r in csv.DictReader(out.open(encoding="utf-8"))} \
         if not spec.get("current_only", True) and out.exists() else {}
-    ran = [r for r in spec["rows"] if all(name in found for name, _ in runs(r))]
-    missing = [name for r in spec["rows"] if r not in ran and r["name"] not in recorded
-               for name, _ in runs(r) if name not in found]
+    complete = [r for r in spec["rows"] if all(name in found for name, _ in runs(r))]
+    ran = [r for r in spec["rows"] if runs(r)[0][0] in found] if partial else complete
+    missing = [] if partial else [name for r in spec["rows"] if r not in ran and r["name"] not in recorded
+                                  for name, _ in runs(r) if name not in found]
     if missing:
         raise SystemExit(f"ablations: no experiment of the current pipeline named {', '.join(missing)}; "
                          f"run `python -m bali.reporting.ablations run {path}`")
@@ -299,6 +302,8 @@ def table(path: Path, out: Path, seed: int = 29) -> None:
         w = csv.DictWriter(f, ["row", "commit", "what", "overrides", *GRAPH, *cols, *vs_cols, *seeded])
         w.writeheader()
         for r in spec["rows"]:
+            if r not in ran and partial:
+                continue
             if r not in ran:
                 w.writerow({k: v for k, v in recorded[r["name"]].items() if k in w.fieldnames})
                 continue
@@ -307,7 +312,7 @@ def table(path: Path, out: Path, seed: int = 29) -> None:
             w.writerow({"row": r["name"], "commit": exp["commit"], "what": r["what"],
                         "overrides": " ".join(f"-S {o}" for o in r["set"]), **graph_cells(exp),
                         **{c: cell(compare, *where) for c, where in cols.items()}, **vs.get(r["name"], {}),
-                        **over_seeds(r, found, seeded)})
+                        **(over_seeds(r, found, seeded) if r in complete else {})})
     tmp.replace(out)
     print(f"ablations: {len(spec['rows'])} rows -> {out}")
 
@@ -318,12 +323,14 @@ def main(argv=None):
     ap.add_argument("spec", type=Path)
     ap.add_argument("--jobs", type=int, default=1, help="run: experiments at a time (queued; cores shared out)")
     ap.add_argument("--only", nargs="+", metavar="RUN", help="run: these runs only (ROW or ROW-seedN), in this order")
+    ap.add_argument("--partial", action="store_true",
+                    help="table: write the rows that have their base-seed run, seed columns only where all seeds ran")
     args = ap.parse_args(argv)
     if args.action == "run":
         run(args.spec, args.jobs, args.only)
     else:
         seed = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))["base"]["seed"]
-        table(args.spec, args.spec.with_suffix(".csv"), seed)
+        table(args.spec, args.spec.with_suffix(".csv"), seed, args.partial)
 
 
 if __name__ == "__main__":

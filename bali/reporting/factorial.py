@@ -1,0 +1,131 @@
+"""The rules of ablations/published.yaml and ablations/regime.yaml applied to their tables: which
+suspect each row confirms or rejects and which regime candidate is chosen, as sentences written from
+the numbers (docs/method.md's generated block). The rules are those files' comments; this module is
+their reading, so a new table changes the words.
+
+Figures are dev acc@1 (`dev acc@1`) and dev parent hit@10 (`dev parent hit@10`): a row's seed mean
+when all its seeds have run, else its base-seed run, which no rule decides on.
+"""
+from __future__ import annotations
+
+import re
+import statistics
+
+ACC, HIT = "dev acc@1", "dev parent hit@10"
+FIGURES = {ACC: "dev acc@1", HIT: "dev hit@10"}
+VS_PUB = {ACC: "dev acc@1 Δ vs pub (pts) [95 % CI], p", HIT: "dev hit@10 Δ vs pub (pts) [95 % CI], p"}
+SUSPECTS = {"pub-no-mlm": "the MLM term", "pub-mlm-0.1": "the MLM term", "pub-freeze-100": "the MLM term (a fresh head)",
+            "pub-mlm-only": "MLM alone already hurting", "pub-lm-2e-5": "the LM's learning rate",
+            "pub-residual": "a collapsing encoder", "pub-identity": "a collapsing encoder",
+            "pub-steps-4x": "too few steps", "pub-steps-10x": "too few steps"}
+
+
+def runs(row: dict, figure: str) -> list[float]:
+    """Every seed's value ("mean ± std (v1, v2, v3)"), or [the base-seed run's] when the seeds have not all run."""
+    cell = row.get(f"{figure} over seeds", "")
+    if "(" in cell:
+        return [float(v) for v in cell[cell.index("(") + 1:cell.rindex(")")].split(",")]
+    return [float(row[figure])] if row.get(figure) else []
+
+
+def base_of(row: dict, figure: str) -> float:
+    """The base model's dev value: the row's base-seed value minus its Δ vs base (points)."""
+    delta = row["dev Δ vs base (pts)" if figure == ACC else "dev hit@10 Δ vs base (pts)"]
+    return round(float(row[figure]) - float(delta) / 100, 3)
+
+
+def seeded(row: dict) -> bool:
+    return len(runs(row, ACC)) > 1
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def cell(row: dict, figure: str) -> str:
+    m, s = mean_sd(runs(row, figure))
+    return f"{m:.3f} ± {s:.3f}" if seeded(row) else f"{m:.3f} (seed 29 only)"
+
+
+def p_value(text: str) -> float | None:
+    m = re.search(r"p ([0-9.e+-]+)$", text or "")
+    return float(m.group(1)) if m else None
+
+
+def read_published(rows: list[dict]) -> list[tuple[str, str]]:
+    """(row, reading) of each suspect row under published.yaml's rules 1 and 2."""
+    by = {r["row"]: r for r in rows}
+    pub = by.get("pub")
+    if pub is None:
+        return []
+    base = {f: base_of(pub, f) for f in FIGURES}
+    out = []
+    for name, r in by.items():
+        if name == "pub":
+            continue
+        if not (seeded(r) and seeded(pub)):
+            out.append((name, "undecided: the rule needs three seeds of it and of `pub`"))
+            continue
+        gains, confirmed = {}, True
+        for f in FIGURES:
+            (m, s), (mp, sp) = mean_sd(runs(r, f)), mean_sd(runs(pub, f))
+            gains[f] = m - mp
+            confirmed &= gains[f] > max(0.02, 2 * max(s, sp))
+        p = [p_value(r.get(VS_PUB[f], "")) for f in FIGURES]
+        confirmed &= any(x is not None and x < 0.01 for x in p)
+        gain = ", ".join(f"{100 * gains[f]:+.1f}" for f in FIGURES)
+        if not confirmed:
+            out.append((name, f"rejected: {gain} points over `pub` (acc@1, hit@10), not beyond max(2, twice the noise) on both"))
+            continue
+        means = {f: mean_sd(runs(r, f))[0] for f in FIGURES}
+        harm = all(means[f] >= base[f] - 0.01 for f in FIGURES)
+        helps = harm and means[HIT] >= base[HIT] + 0.02
+        out.append((name, f"confirmed ({gain} points over `pub`)" + ("; it makes BALI help (rule 2)" if helps else
+                   "; it removes the harm (rule 2)" if harm else "; still below the base (rule 2)")))
+    return out
+
+
+def read_regime(candidates: list[dict], residual: dict | None) -> list[str]:
+    """Sentences of regime.yaml's rules 1-3 on its candidates (and `pub-residual`)."""
+    if not candidates:
+        return ["No regime candidate has run yet."]
+    base = {f: base_of(candidates[0], f) for f in FIGURES}
+    first = {r["row"]: {f: float(r[f]) for f in FIGURES} for r in candidates}
+    eligible = [n for n, v in first.items() if v[ACC] >= base[ACC] and v[HIT] >= base[HIT] + 0.05]
+    pool = eligible or [*first, *(["pub-residual"] if residual else [])]
+    values = {**first, **({"pub-residual": {f: float(residual[f]) for f in FIGURES}} if residual else {})}
+    chosen = max(pool, key=lambda n: (values[n][HIT], values[n][ACC]))
+    out = [f"Base model on dev: acc@1 {base[ACC]:.3f}, parent hit@10 {base[HIT]:.3f}. "
+           + ("Candidates meeting rule 1 (acc@1 at least the base's, hit@10 at least 5 points above it, seed 29): "
+              + ", ".join(f"`{n}`" for n in eligible) if eligible else
+              "No candidate met rule 1 (acc@1 at least the base's and hit@10 at least 5 points above it, seed 29)")
+           + f"; rule 2 chooses `{chosen}` (dev hit@10 {values[chosen][HIT]:.3f}, acc@1 {values[chosen][ACC]:.3f})."]
+    row = next((r for r in candidates if r["row"] == chosen), residual if chosen == "pub-residual" else None)
+    if row is None or not seeded(row):
+        out.append(f"Rule 3 waits for `{chosen}`'s seeds 30 and 31.")
+        return out
+    hits, accs = runs(row, HIT), runs(row, ACC)
+    meets = all(h >= base[HIT] + 0.05 for h in hits) and statistics.mean(accs) >= base[ACC] \
+        and statistics.mean(hits) >= base[HIT]
+    out.append(f"Over its three seeds, dev hit@10 is {', '.join(f'{h:.3f}' for h in hits)} "
+               f"({', '.join(f'{100 * (h - base[HIT]):+.1f}' for h in hits)} points against the base) and dev acc@1 "
+               f"{', '.join(f'{a:.3f}' for a in accs)}: it {'meets' if meets else 'does not meet'} the dev target "
+               "(rule 3: hit@10 at least 5 points above the base in every seed, no dev mean below the base).")
+    return out
+
+
+def block(published: list[dict], regime: list[dict], planned: list[str] = ()) -> str:
+    """The generated part of docs/method.md's "What regime BALI needs" (`planned`: the spec's rows, in order)."""
+    lines = ["| row | suspect | dev acc@1 | dev hit@10 | reading (published.yaml's rules 1-2) |", "|---|---|---|---|---|"]
+    readings = dict(read_published(published))
+    for r in published:
+        if r["row"] == "pub":
+            lines.append(f"| `pub` | (the published recipe) | {cell(r, ACC)} | {cell(r, HIT)} | the reference row |")
+        else:
+            lines.append(f"| `{r['row']}` | {SUSPECTS.get(r['row'], '')} | {cell(r, ACC)} | {cell(r, HIT)} | "
+                         f"{readings.get(r['row'], '')} |")
+    ran = {r["row"] for r in published}
+    lines += [f"| `{n}` | {SUSPECTS.get(n, '')} | | | not run yet |" for n in planned if n not in ran]
+    residual = next((r for r in published if r["row"] == "pub-residual"), None)
+    return "\n".join(lines) + "\n\n**The regime search** (`ablations/regime.yaml`, its rule in that file). " \
+        + " ".join(read_regime(regime, residual))

@@ -1,0 +1,41 @@
+"""The factorial's rules read from its tables (bali.reporting.factorial): hand-made rows whose
+readings are worked out by hand from the rules in ablations/published.yaml and ablations/regime.yaml."""
+from bali.reporting import factorial
+
+
+def row(name, acc, hit, seeds=None, p="p 0.5"):
+    """A table row: base-seed values, Δ vs a base of 0.418 / 0.453, optional seed runs, p vs pub."""
+    r = {"row": name, "dev acc@1": f"{acc:.3f}", "dev parent hit@10": f"{hit:.3f}",
+         "dev Δ vs base (pts)": f"{100 * (acc - 0.418):+.1f}", "dev hit@10 Δ vs base (pts)": f"{100 * (hit - 0.453):+.1f}",
+         factorial.VS_PUB[factorial.ACC]: f"+1.0 [-1.0, +3.0], {p}", factorial.VS_PUB[factorial.HIT]: "+1.0 [-1.0, +3.0], p 0.5"}
+    if seeds:
+        for figure, values in zip((factorial.ACC, factorial.HIT), seeds):
+            r[f"{figure} over seeds"] = f"0 ± 0 ({', '.join(f'{v:.3f}' for v in values)})"
+    return r
+
+
+def test_suspects_confirmed_rejected_or_undecided():
+    pub = row("pub", 0.38, 0.27, [(0.38, 0.37, 0.39), (0.27, 0.25, 0.29)])
+    fixed = row("pub-residual", 0.46, 0.48, [(0.46, 0.45, 0.47), (0.48, 0.46, 0.50)], p="p 1e-07")
+    # beats pub by 3 points on both, but pub's hit@10 std is 2 points: twice the noise is 4 -> rejected
+    near = row("pub-lm-2e-5", 0.41, 0.30, [(0.41, 0.40, 0.42), (0.30, 0.29, 0.31)], p="p 0.001")
+    once = row("pub-no-mlm", 0.36, 0.31)
+    readings = dict(factorial.read_published([pub, fixed, near, once]))
+    # +8.0 / +21.0 over pub; mean 0.460 >= base 0.418 - 1 and 0.480 >= 0.453 + 2 points: helps
+    assert readings["pub-residual"] == "confirmed (+8.0, +21.0 points over `pub`); it makes BALI help (rule 2)"
+    assert readings["pub-lm-2e-5"].startswith("rejected: +3.0, +3.0 points")
+    assert readings["pub-no-mlm"].startswith("undecided")
+    text = factorial.block([pub, fixed], [], ["pub", "pub-residual", "pub-steps-4x"])
+    assert "| `pub-steps-4x` | too few steps | | | not run yet |" in text and "0.460 ± 0.010" in text
+
+
+def test_regime_choice_and_target():
+    eligible = row("reg-a", 0.43, 0.51)  # acc@1 >= 0.418, hit@10 >= 0.453 + 5 points
+    below = row("reg-b", 0.41, 0.56)  # the higher hit@10, but acc@1 under the base: not eligible
+    said = " ".join(factorial.read_regime([eligible, below], None))
+    assert "rule 2 chooses `reg-a`" in said and "waits for `reg-a`'s seeds" in said
+    seeded = row("reg-a", 0.43, 0.51, [(0.43, 0.44, 0.42), (0.51, 0.505, 0.49)])
+    said = " ".join(factorial.read_regime([seeded, below], None))
+    assert "does not meet the dev target" in said and "+3.7 points" in said  # 0.490 is 3.7 points over 0.453
+    none = " ".join(factorial.read_regime([below], row("pub-residual", 0.456, 0.476)))
+    assert "No candidate met rule 1" in none and "chooses `reg-b`" in none  # the highest hit@10 of the pool
