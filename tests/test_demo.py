@@ -20,6 +20,7 @@ name: Child "one"
 def: "A \\"quoted\\" definition." [PMID:1]
 synonym: "Kid \\"1\\"" EXACT layperson []
 synonym: "Broad kid" BROAD []
+synonym: "Loose \\"kid\\"" RELATED layperson []
 xref: UMLS:0189573
 xref: UMLS:C0000002
 is_a: HP:0000001 ! All
@@ -57,6 +58,12 @@ def test_obo_to_rrf(tmp_path):
     assert [(f[0], f[12], f[13], f[14]) for f in conso] == [
         ("C0000002", "PT", "HP:0000002", 'Child "one"'), ("C0000002", "SY", "HP:0000002", 'Kid "1"'),
         ("C0000002", "PT", "HP:0000003", "Twin of two"), ("CHP0000001", "PT", "HP:0000001", "All")]
+    # RELATED synonyms only on request (demo_data.related_synonyms), as entry terms after the exact ones
+    related = demo.related_synonyms(obo)
+    assert related == {"HP:0000002": ['Loose "kid"']}
+    demo.write_rrf(terms, tmp_path / "META2", related=related)
+    conso2 = [ln.split("|") for ln in (tmp_path / "META2" / "MRCONSO.RRF").read_text().splitlines()]
+    assert [(f[12], f[14]) for f in conso2][:3] == [("PT", 'Child "one"'), ("SY", 'Kid "1"'), ("ET", 'Loose "kid"')]
     rels = [ln.split("|") for ln in (tmp_path / "META" / "MRREL.RRF").read_text().splitlines()]
     assert sorted((f[0], f[3], f[4], f[7]) for f in rels) == [  # the link to the obsolete term is gone
         ("C0000002", "PAR", "CHP0000001", "inverse_isa"), ("C0000002", "PAR", "CHP0000001", "inverse_isa"),
