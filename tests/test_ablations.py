@@ -102,6 +102,12 @@ def test_rows_of_the_current_pipeline_only(tmp_path, monkeypatch):
     # HEAD's default for lr moves: a row that did not set it is stale, so is one that set another param
     commit(tmp_path, {"params.yaml": "pretrain: {lr: 2, x: 0}\n", "dvc.lock": lock(lr=2)}, "lr default")
     assert ablations.experiments() == {}
+    # a partial table keeps the recorded line of a row that no longer has a current run, leaves out one never run
+    out.write_text("row,commit,dev acc@1\nkept,abc1234,0.510\n")
+    spec.write_text(yaml.safe_dump({"columns": "dev", "rows": [{"name": "kept", "what": "w", "set": []},
+                                                               {"name": "never", "what": "w", "set": []}]}))
+    ablations.table(spec, out, partial=True)
+    assert [(r["row"], r["commit"]) for r in csv.DictReader(out.open())] == [("kept", "abc1234")]
 
 
 def test_real_tasks_absolute_or_skipped(tmp_path, monkeypatch):

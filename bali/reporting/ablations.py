@@ -278,13 +278,14 @@ def over_seeds(row: dict, found: dict, seeded: dict) -> dict:
 
 def table(path: Path, out: Path, seed: int = 29, partial: bool = False) -> None:
     """Write the spec's table. `partial`: rows whose base-seed run exists are written even when some
-    of their seed runs are missing (their seed columns empty) and rows with no run are left out."""
+    of their seed runs are missing (their seed columns empty); a row with no current run keeps the
+    line the table had for it (its commit says which code made it), or is left out."""
     spec = spec_of(path)
     found = by_row(spec, experiments(spec.get("current_only", True)))
     # A log (current_only: false) keeps the lines it recorded of rows whose experiments are no longer
     # here (a fresh clone has none): what was tried stays in the table.
     recorded = {r["row"]: r for r in csv.DictReader(out.open(encoding="utf-8"))} \
-        if not spec.get("current_only", True) and out.exists() else {}
+        if (partial or not spec.get("current_only", True)) and out.exists() else {}
     complete = [r for r in spec["rows"] if all(name in found for name, _ in runs(r))]
     ran = [r for r in spec["rows"] if runs(r)[0][0] in found] if partial else complete
     missing = [] if partial else [name for r in spec["rows"] if r not in ran and r["name"] not in recorded
@@ -302,7 +303,7 @@ def table(path: Path, out: Path, seed: int = 29, partial: bool = False) -> None:
         w = csv.DictWriter(f, ["row", "commit", "what", "overrides", *GRAPH, *cols, *vs_cols, *seeded])
         w.writeheader()
         for r in spec["rows"]:
-            if r not in ran and partial:
+            if r not in ran and r["name"] not in recorded:  # partial: a row that has not run yet
                 continue
             if r not in ran:
                 w.writerow({k: v for k, v in recorded[r["name"]].items() if k in w.fieldnames})
@@ -324,7 +325,8 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=1, help="run: experiments at a time (queued; cores shared out)")
     ap.add_argument("--only", nargs="+", metavar="RUN", help="run: these runs only (ROW or ROW-seedN), in this order")
     ap.add_argument("--partial", action="store_true",
-                    help="table: write the rows that have their base-seed run, seed columns only where all seeds ran")
+                    help="table: rows that have their base-seed run (seed columns where all seeds ran); "
+                         "the others keep their recorded lines")
     args = ap.parse_args(argv)
     if args.action == "run":
         run(args.spec, args.jobs, args.only)
