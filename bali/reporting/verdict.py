@@ -35,9 +35,10 @@ TASKS = [
 ]
 # ablations/demo.yaml's rows -> the name a table column gives them, and the name a sentence does
 ROLES = {"demo": "aligned", "mention-name-only": "no graph", "no-gnn": "identity encoder",
-         "published": "published recipe"}
+         "published": "published recipe", "bali-regime": "BALI, regime", "mlm-only": "MLM alone"}
 SAID = {"base": "the base", "demo": "the aligned model", "mention-name-only": "no graph (`mention-name-only`)",
-        "no-gnn": "the identity encoder (`no-gnn`)", "published": "the published recipe"}
+        "no-gnn": "the identity encoder (`no-gnn`)", "published": "the published recipe",
+        "bali-regime": "BALI's own objective in its regime (`bali-regime`)", "mlm-only": "MLM alone (`mlm-only`)"}
 FIGURE_PROTOCOL = ("The base (one value) and each pre-trained model's mean over its pre-training seeds, error bars: "
                    "the 95 % t interval over the seeds; the demo's test halves and real data in separate panels.")
 
@@ -176,6 +177,12 @@ def sentences(ts: list[dict]) -> list[str]:
             parts = ([f"ahead on {join(ahead)}"] if ahead else []) + ([f"behind on {join(behind)}"] if behind else []) \
                 + ([f"level on {join(level)}"] if level else [])
             out.append(f"Against no graph (`mention-name-only`) the aligned model is {join(parts)}.")
+    for a, b in (("bali-regime", "base"), ("bali-regime", "mlm-only")):
+        ahead, behind, level = versus(ts, a, b)
+        if ahead or behind or level:
+            parts = ([f"ahead on {join(ahead)}"] if ahead else []) + ([f"behind on {join(behind)}"] if behind else []) \
+                + ([f"level on {join(level)}"] if level else [])
+            out.append(f"{SAID[a][0].upper()}{SAID[a][1:]} against {SAID[b]}: {join(parts)}.")
     below = []
     for name in ROLES:
         hit = [t["short"] for t in ts if name in t["runs"] and runs_interval(t["runs"][name])[1] < t["base"]]
@@ -225,7 +232,10 @@ def block(rows: list[dict], demo_rows: list[dict], seeds: list[int], prefix: str
              f"([data sets]({prefix}datasets.md)). Rows: aligned = the demo setting; no graph = `mention-name-only` "
              f"(mention ↔ a name of its concept, no graph); identity encoder = `no-gnn` (the demo setting with the graph "
              f"encoder replaced by the identity); published recipe = `published` (the reference's objective and "
-             f"encoder on the demo's data). A difference counts when its 95 % Welch t interval over seeds excludes 0.")
+             f"encoder on the demo's data)" + ("; BALI, regime = `bali-regime` (BALI's objective alone — MLM and mention ↔ "
+             f"graph vector through the published encoder — with the regime chosen on dev, [method]({prefix}method.md)); "
+             f"MLM alone = `mlm-only` (the same run with the contrastive term off)" if any("bali-regime" in t["runs"] for t in ts)
+             else "") + ". A difference counts when its 95 % Welch t interval over seeds excludes 0.")
     if link:
         notes += f" Paired tests per item, real data per task and every ablation: [results]({prefix}results.md)."
     return "\n".join([*(f"- {x}" for x in sentences(ts)), "", table_of(ts, table), "", notes])
