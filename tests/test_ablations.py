@@ -2,6 +2,7 @@
 them, a params change does not), each row names its commit, a search's log keeps what it recorded,
 seed rows give mean ± std, real tasks travel as absolute paths."""
 import csv
+import json
 import subprocess
 
 import pytest
@@ -159,3 +160,22 @@ def test_seed_rows_run_and_aggregate(tmp_path, monkeypatch):
     del found["demo-seed31"]  # a seed that has not run: no table
     with pytest.raises(SystemExit, match="demo-seed31"):
         ablations.table(spec, spec.with_suffix(".csv"))
+
+
+def test_learning_curves_from_a_cached_dvclive_folder(tmp_path):
+    """A run's dvclive plots folder as DVC caches it (a `.dir` listing, files by md5) gives its curves."""
+    from bali.reporting import curves
+
+    md5 = tmp_path / "files" / "md5"
+    files = {"el/acc@1.tsv": "step\tacc@1\n0\t0.41\n300\t0.46\n", "hierarchy/hit@10.tsv": "step\thit@10\n0\t0.45\n300\t0.5\n",
+             "train/loss.tsv": "step\tloss\n1\t9.0\n"}
+    listing = []
+    for i, (rel, text) in enumerate(files.items()):
+        h = f"{i:02d}" + "ab" * 15
+        (md5 / h[:2]).mkdir(parents=True, exist_ok=True)
+        (md5 / h[:2] / h[2:]).write_text(text)
+        listing.append({"md5": h, "relpath": rel})
+    (md5 / "ff").mkdir()
+    (md5 / "ff" / "0123.dir").write_text(json.dumps(listing))
+    assert curves.read_curves(md5 / "ff" / "0123.dir") == {"dev acc@1": [(0, 0.41), (300, 0.46)],
+                                                          "dev parent hit@10": [(0, 0.45), (300, 0.5)]}

@@ -247,8 +247,28 @@ def render_report(rows: list[dict], figures: dict[str, str], ablation_rows: list
     return "\n".join(out).rstrip() + "\n"
 
 
-def render_results(rows: list[dict], base: str, tables: dict[str, list[dict]], seeds: list[int]) -> str:
-    """docs/results.md: the verdict first, then the demo's paired comparison and the ablation tables."""
+def learning_curves(curves: dict) -> list[str]:
+    """The results page's learning curves (docs/results/curves.json, `python -m bali.reporting.curves`)."""
+    if not curves:
+        return []
+    out = ["## Learning curves", "", "Dev figures from the pre-training run's own evaluation every `pretrain.eval_every` "
+           "steps (`ablations/curves.yaml`, `python -m bali.reporting.curves ablations/curves.yaml`); step 0 is the base "
+           "model, evaluated the same way. One pre-training seed per curve.", ""]
+    out += figure("results/curves.png", "dev acc@1 and dev parent hit@10 against pre-training steps",
+                  "Each run's dev entity-linking acc@1 and dev parent hit@10 at each evaluated step; dashed: step 0.")
+    for name, r in curves.items():
+        steps = sorted({s for pts in r["curves"].values() for s, _ in pts})
+        values = {f: dict(pts) for f, pts in r["curves"].items()}
+        out += [f"`{name}` ({r['what']}; commit {r['commit']}):", "",
+                table(["step", *values], [[str(s), *(f"{values[f][s]:.3f}" if s in values[f] else "" for f in values)]
+                                          for s in steps]), ""]
+    return out
+
+
+def render_results(rows: list[dict], base: str, tables: dict[str, list[dict]], seeds: list[int],
+                   curves: dict | None = None) -> str:
+    """docs/results.md: the verdict first, then the demo's paired comparison, the ablation tables and
+    the learning curves."""
     out = ["# Results", "", "Written by `python -m bali.reporting.pages` from `docs/results/demo.json` (the demo's "
            "`reports/compare.json`) and `ablations/*.csv`; do not edit by hand. " + INTERVALS, ""]
     if tables.get("demo"):
@@ -280,6 +300,7 @@ def render_results(rows: list[dict], base: str, tables: dict[str, list[dict]], s
     for name, rows_ in tables.items():
         title, text = titles.get(name, (f"Ablations: {name}", f"`ablations/{name}.yaml`."))
         out += [f"## {title}", "", text, ""] + ablation_tables(rows_, seeds[0] if seeds else None)
+    out += learning_curves(curves or {})
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -313,7 +334,9 @@ def pages(root: Path) -> dict[Path, str]:
     seeds = seeds_of(root)
     readme = (root / README).read_text(encoding="utf-8")
     index = (root / INDEX).read_text(encoding="utf-8")
-    out = {root / RESULTS_PAGE: render_results(rows, base, tables, seeds)}
+    curves_json = root / "docs" / "results" / "curves.json"
+    curves = json.loads(curves_json.read_text(encoding="utf-8")) if curves_json.exists() else {}
+    out = {root / RESULTS_PAGE: render_results(rows, base, tables, seeds, curves)}
     if tables.get("demo"):
         readme = replace_block(readme, "headline", verdict.block(tables["demo"], rows, seeds, "docs/", table), README)
         index = replace_block(index, "headline", verdict.block(tables["demo"], rows, seeds, "", table), INDEX)
