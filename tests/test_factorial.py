@@ -39,3 +39,18 @@ def test_regime_choice_and_target():
     assert "does not meet the dev target" in said and "+3.7 points" in said  # 0.490 is 3.7 points over 0.453
     none = " ".join(factorial.read_regime([below], row("pub-residual", 0.456, 0.476)))
     assert "No candidate met rule 1" in none and "chooses `reg-b`" in none  # the highest hit@10 of the pool
+
+
+def test_targets_on_the_demo_table():
+    """The issue's targets read from the demo table (held-out hit@10 only here): base 0.478."""
+    def demo_row(name, seeds):
+        return {"row": name, "held-out parent hit@10": f"{seeds[0]:.3f}",
+                "hit@10 Δ vs base (pts) [95 % CI]": f"{100 * (seeds[0] - 0.478):+.1f} [-1.0, +1.0]",
+                "held-out parent hit@10 over seeds": f"0 ± 0 ({', '.join(f'{v:.3f}' for v in seeds)})"}
+    rows = [demo_row("demo", [0.59, 0.60, 0.58]), demo_row("bali-regime", [0.503, 0.501, 0.533]),
+            demo_row("mlm-only", [0.44, 0.45, 0.43])]
+    said = " ".join(factorial.read_targets(rows))
+    # +2.5, +2.3, +5.5 over the base: one seed of three at +5; mean 0.512 is 7.2 points above mlm-only's 0.440
+    assert "+2.5, +2.3, +5.5 points (1 of 3 seeds at +5 or more)" in said
+    assert "+7.2 points of held-out hit@10" in said and "held-out hit@10 under +5 points in 2 seeds" in said
+    assert "no figure below the base" in said

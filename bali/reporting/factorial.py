@@ -114,8 +114,42 @@ def read_regime(candidates: list[dict], residual: dict | None) -> list[str]:
     return out
 
 
-def block(published: list[dict], regime: list[dict], planned: list[str] = ()) -> str:
-    """The generated part of docs/method.md's "What regime BALI needs" (`planned`: the spec's rows, in order)."""
+def read_targets(demo_rows: list[dict]) -> list[str]:
+    """The issue's targets for `bali-regime` on the demo table's test and real-data figures (over its
+    seeds): no figure's seed interval wholly below the base, held-out hit@10 at least 5 points above
+    the base in every seed, and at least 3 points above `mlm-only` in the seeds' mean."""
+    from bali.reporting import verdict
+
+    ts = [t for t in verdict.tasks(demo_rows) if "bali-regime" in t["runs"]]
+    if not ts:
+        return []
+    below = [f"{t['short']} ({verdict.said_diff(t, *verdict.compare(t, 'bali-regime', 'base'))})"
+             for t in ts if verdict.compare(t, "bali-regime", "base")[2] < 0]
+    out = ["On the demo's test halves and real data (`ablations/demo.csv`, "
+           f"{len(ts[0]['runs']['bali-regime'])} seeds): "
+           + (f"below the base on {verdict.join(below)}" if below else "no figure below the base") + "."]
+    held = next((t for t in ts if t["short"] == "held-out hit@10"), None)
+    if held:
+        gains = [v - held["base"] for v in held["runs"]["bali-regime"]]
+        out.append(f"Held-out hit@10 against the base: {', '.join(f'{100 * g:+.1f}' for g in gains)} points "
+                   f"({sum(g >= 0.05 for g in gains)} of {len(gains)} seeds at +5 or more).")
+        if "mlm-only" in held["runs"]:
+            d, lo, hi = verdict.compare(held, "bali-regime", "mlm-only")
+            out.append(f"Against MLM alone (`mlm-only`, the contrastive term off): {100 * d:+.1f} points of held-out "
+                       f"hit@10 [{100 * lo:+.1f}, {100 * hi:+.1f}] (the target asks +3).")
+    short = ([f"figures below the base ({len(below)})"] if below else []) + \
+        ([f"held-out hit@10 under +5 points in {sum(v - held['base'] < 0.05 for v in held['runs']['bali-regime'])} "
+          "seeds"] if held and any(v - held["base"] < 0.05 for v in held["runs"]["bali-regime"]) else []) + \
+        (["under +3 points above MLM alone"] if held and "mlm-only" in held["runs"]
+         and verdict.compare(held, "bali-regime", "mlm-only")[0] < 0.03 else []) + \
+        (["no MLM-alone control yet"] if not held or "mlm-only" not in held["runs"] else [])
+    out.append(f"It does not meet the targets: {verdict.join(short)}." if short else "It meets the targets.")
+    return out
+
+
+def block(published: list[dict], regime: list[dict], planned: list[str] = (), demo: list[dict] = ()) -> str:
+    """The generated part of docs/method.md's "What regime BALI needs" (`planned`: the spec's rows, in
+    order; `demo`: the demo table, for the chosen regime's test figures)."""
     lines = ["| row | suspect | dev acc@1 | dev hit@10 | reading (published.yaml's rules 1-2) |", "|---|---|---|---|---|"]
     readings = dict(read_published(published))
     for r in published:
@@ -128,4 +162,4 @@ def block(published: list[dict], regime: list[dict], planned: list[str] = ()) ->
     lines += [f"| `{n}` | {SUSPECTS.get(n, '')} | | | not run yet |" for n in planned if n not in ran]
     residual = next((r for r in published if r["row"] == "pub-residual"), None)
     return "\n".join(lines) + "\n\n**The regime search** (`ablations/regime.yaml`, its rule in that file). " \
-        + " ".join(read_regime(regime, residual))
+        + " ".join(read_regime(regime, residual)) + ("\n\n" + " ".join(read_targets(list(demo))) if demo else "")

@@ -345,7 +345,8 @@ def pages(root: Path) -> dict[Path, str]:
         method = (root / METHOD).read_text(encoding="utf-8")
         planned = [r["name"] for r in ablations.spec_of(root / "ablations" / "published.yaml")["rows"]]
         out[root / METHOD] = replace_block(method, "factorial", factorial.block(tables["published"],
-                                                                               tables.get("regime", []), planned), METHOD)
+                                                                               tables.get("regime", []), planned,
+                                                                               tables.get("demo", [])), METHOD)
     manifest = real_data.load_manifest()
     datasets = (root / DATASETS).read_text(encoding="utf-8")
     out[root / DATASETS] = replace_block(datasets, "datasets", real_data.summary_table(manifest) + "\n\n"
