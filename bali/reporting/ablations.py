@@ -57,9 +57,10 @@ def spec_of(path: Path) -> dict:
 def exp_show() -> list[dict]:
     """`dvc exp show --json` of the commits that have experiments (their baselines, named in the
     refs/exps/XX/REST/NAME refs): `--all-commits` reads every commit of the history, minutes on a long one."""
-    refs = subprocess.run(["git", "for-each-ref", "refs/exps", "--format=%(refname)"], capture_output=True,
-                          text=True, check=True).stdout.split()
-    baselines = sorted({"".join(r.split("/")[2:4]) for r in refs if r.count("/") >= 4})
+    refs = subprocess.run(["git", "for-each-ref", "--sort=-committerdate", "refs/exps", "--format=%(refname)"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    # newest experiment first, so of two experiments with one name the newer is listed (and kept) first
+    baselines = list(dict.fromkeys("".join(r.split("/")[2:4]) for r in refs if r.count("/") >= 4))
     if not baselines:
         return []
     revs = [a for b in baselines for a in ("--rev", b)]
@@ -149,7 +150,7 @@ def run(path: Path, jobs: int = 1, only: list[str] | None = None) -> None:
     items = task_items(spec)
     extra = ["-S", f"evaluate.tasks={flow(items)}"] if items else []
     queued = 0
-    todo = [run for row in spec["rows"] for run in runs(row)]
+    todo = [r for row in spec["rows"] for r in runs(row)]
     if only:
         unknown = set(only) - {name for name, _ in todo}
         if unknown:
