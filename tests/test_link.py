@@ -57,6 +57,7 @@ def test_boundaries_longest_match_and_normalisation(graph_dir):
         ("Cystic ﬁbrosis", [cui["C0000006"]]), ("Ménière disease", [cui["C0000009"]])]
     assert index.stats["stopword"] == 1  # "The" is never a name
     assert tokens("ﬁ-x") == [("fi", 0, 1), ("x", 2, 3)]  # NFKC ligature maps back to its one character
+    assert index.match(["qqq zzz", ""]) == [] and index.match([]) == []  # no name token at all: no match
 
 
 def test_ambiguity_rules(graph_dir):

@@ -176,6 +176,8 @@ class DictionaryIndex:
                     window = np.sort(window, axis=1)
                 same = (self.seq_ids[lo[:, None] + np.arange(length)] == window).all(axis=1)
                 hits.append((first[same], np.full(int(same.sum()), length), key[same]))
+        if not hits:  # no token of the batch is a name's token
+            return []
         first, length, key = (np.concatenate(x) for x in zip(*hits))
         order = np.lexsort((-length, first))  # leftmost, then longest
         sentence = np.repeat(np.arange(len(toks)), counts)
