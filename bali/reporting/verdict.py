@@ -193,17 +193,27 @@ def sentences(ts: list[dict]) -> list[str]:
     return out
 
 
+# The verdict's tables, a page's width each: the demo setting beside its controls, then BALI's own
+# objective (the published recipe, the regime that keeps its objective, and MLM alone).
+GROUPS = [["demo", "mention-name-only", "no-gnn", "published"], ["published", "bali-regime", "mlm-only"]]
+
+
 def table_of(ts: list[dict], table) -> str:
-    """The verdict table: one task per line, the base and each row's seed mean [95 % t interval]."""
-    names = [n for n in ROLES if any(n in t["runs"] for t in ts)]
-    body = []
-    for t in ts:
-        cells = []
-        for n in names:
-            v = t["runs"].get(n)
-            cells.append(f"{statistics.mean(v):.3f} [{runs_interval(v)[0]:.3f}, {runs_interval(v)[1]:.3f}]" if v else "")
-        body.append([t["label"], f"{t['base']:.3f}", *cells])
-    return table(["task (metric)", "base", *(ROLES[n] for n in names)], body)
+    """The verdict tables: one task per line, the base and each row's seed mean [95 % t interval]."""
+    out = []
+    for group in GROUPS:
+        names = [n for n in group if any(n in t["runs"] for t in ts)]
+        if not names or (out and names == ["published"]):
+            continue
+        body = []
+        for t in ts:
+            cells = []
+            for n in names:
+                v = t["runs"].get(n)
+                cells.append(f"{statistics.mean(v):.3f} [{runs_interval(v)[0]:.3f}, {runs_interval(v)[1]:.3f}]" if v else "")
+            body.append([t["label"], f"{t['base']:.3f}", *cells])
+        out.append(table(["task (metric)", "base", *(ROLES[n] for n in names)], body))
+    return "\n\n".join(out)
 
 
 def demo_sizes(demo_rows: list[dict]) -> str:
@@ -236,6 +246,13 @@ def block(rows: list[dict], demo_rows: list[dict], seeds: list[int], prefix: str
              f"graph vector through the published encoder — with the regime chosen on dev, [method]({prefix}method.md)); "
              f"MLM alone = `mlm-only` (the same run with the contrastive term off)" if any("bali-regime" in t["runs"] for t in ts)
              else "") + ". A difference counts when its 95 % Welch t interval over seeds excludes 0.")
+    commits: dict[str, list[str]] = {}
+    for r in rows:
+        if r["row"] in ROLES and r.get("commit"):
+            commits.setdefault(r["commit"], []).append(f"`{r['row']}`")
+    if len(commits) > 1:
+        notes += (" The rows ran at different commits of the pipeline (each names its own in `ablations/demo.csv`): "
+                  + "; ".join(f"{join(names)} at {c}" for c, names in commits.items()) + ".")
     if link:
         notes += f" Paired tests per item, real data per task and every ablation: [results]({prefix}results.md)."
     return "\n".join([*(f"- {x}" for x in sentences(ts)), "", table_of(ts, table), "", notes])
