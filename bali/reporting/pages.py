@@ -259,7 +259,7 @@ def learning_curves(curves: dict) -> list[str]:
     for name, r in curves.items():
         steps = sorted({s for pts in r["curves"].values() for s, _ in pts})
         values = {f: dict(pts) for f, pts in r["curves"].items()}
-        out += [f"`{name}` ({r['what']}; commit {r['commit']}):", "",
+        out += [f"`{name}` ({r['what']}):", "",
                 table(["step", *values], [[str(s), *(f"{values[f][s]:.3f}" if s in values[f] else "" for f in values)]
                                           for s in steps]), ""]
     return out

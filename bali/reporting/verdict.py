@@ -251,8 +251,8 @@ def block(rows: list[dict], demo_rows: list[dict], seeds: list[int], prefix: str
         if r["row"] in ROLES and r.get("commit"):
             commits.setdefault(r["commit"], []).append(f"`{r['row']}`")
     if len(commits) > 1:
-        notes += (" The rows ran at different commits of the pipeline (each names its own in `ablations/demo.csv`): "
-                  + "; ".join(f"{join(names)} at {c}" for c, names in commits.items()) + ".")
+        notes += (f" The rows ran at {len(commits)} commits of the pipeline (`ablations/demo.csv` names each row's), "
+                  "grouped here by commit: " + "; ".join(join(names) for names in commits.values()) + ".")
     if link:
         notes += f" Paired tests per item, real data per task and every ablation: [results]({prefix}results.md)."
     return "\n".join([*(f"- {x}" for x in sentences(ts)), "", table_of(ts, table), "", notes])
