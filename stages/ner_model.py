@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from bali import params
+from bali.hf import save_tokenizer
 from bali.io import atomic_outputs, write_json
 from bali.linking.ner_training import fine_tune, gold, silver
 
@@ -46,7 +47,7 @@ def main(argv=None):
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model, tok, dev = fine_tune(args.base_model, data, p, seed, device)
         model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        save_tokenizer(tok, tmp)
         write_json(tmp / "stats.json", {**stats, "dev": dev, "seconds": time.perf_counter() - t0})
     print(f"ner_model: {stats['train_examples']:,} training examples ({stats['source']}); dev entity F1 "
           f"{dev.get('f1', float('nan')):.3f} -> {args.out_dir}")

@@ -27,7 +27,7 @@ import torch
 
 from bali import params, precision
 from bali.training import checkpoints
-from bali.hf import resolve_model_path
+from bali.hf import resolve_model_path, save_tokenizer
 from bali.io import atomic_outputs
 from bali.training.loop import contrastive_sentences, pick_device, train
 
@@ -130,7 +130,7 @@ def main(argv=None):
         live.end()
         with atomic_outputs(args.out_dir) as tmp:
             model.lm.save_pretrained(tmp)
-            AutoTokenizer.from_pretrained(dataset_dir / "tokenizer").save_pretrained(tmp)
+            save_tokenizer(AutoTokenizer.from_pretrained(dataset_dir / "tokenizer"), tmp)
             if model.graph is not None:
                 # every key, shared GATv2 weights copied: save_model keeps one name of a shared tensor, picked
                 # through a set (it changes with the hash seed, and so would the file)

