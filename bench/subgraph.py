@@ -14,7 +14,6 @@ line is one JSON object with the figures.
 import argparse
 import hashlib
 import json
-import resource
 import runpy
 import subprocess
 import sys
@@ -43,6 +42,15 @@ def edges_file(workdir: Path, nodes: int, edges: int) -> Path:
     return path
 
 
+def status_bytes(field: str) -> int:
+    """VmRSS (now) or VmHWM (peak) of this process, from /proc: unlike getrusage's ru_maxrss, which
+    Linux carries over from the parent through fork and exec, VmHWM starts afresh with the new program."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def child(impl: str, path: Path, nodes: int, seeds: int, rev: str | None) -> None:
     if impl == "baseline":
         code = subprocess.run(["git", "show", f"{rev}:bali/data/subgraph.py"], cwd=ROOT, capture_output=True,
@@ -55,11 +63,11 @@ def child(impl: str, path: Path, nodes: int, seeds: int, rev: str | None) -> Non
         from bali.data.subgraph import restrict
         extra = {"part_rows": 1 << 62} if impl == "one part" else {}
     seed_ids = np.random.default_rng(1).choice(nodes, seeds, replace=False)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    before = status_bytes("VmRSS")
     t0 = time.perf_counter()
     g = restrict(pl.scan_parquet(path), seed_ids, 1, False, **extra)
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = status_bytes("VmHWM")
     digest = hashlib.sha256()
     for k in ("old_ids", "indptr", "indices", "rel", "rela"):
         digest.update(np.ascontiguousarray(g[k]).tobytes())
@@ -98,6 +106,10 @@ def main():
     one, parts = figures["one part"], figures["parts"]
     print(f"parts / one part: wall {parts['wall_s'] / one['wall_s']:.2f}x, peak RSS "
           f"{parts['peak_rss'] / one['peak_rss']:.2f}x (same graph)")
+    if "baseline" in figures:
+        base = figures["baseline"]
+        print(f"parts / baseline ({a.baseline_rev}): wall {parts['wall_s'] / base['wall_s']:.2f}x, peak RSS "
+              f"{parts['peak_rss'] / base['peak_rss']:.2f}x (same graph)")
     print(json.dumps({"cpu": cpu(), **{k.replace(" ", "_"): v for k, v in figures.items()}}))
 
 

@@ -99,7 +99,10 @@ def undirected_csr(u: np.ndarray, v: np.ndarray, tie: np.ndarray, n: int, ties: 
     bounds = np.unique(np.concatenate([[0], np.searchsorted(indptr[1:], np.arange(part_rows, indptr[-1], part_rows),
                                                             side="right"), [n]]))
     r, t, nn = np.uint64(2 * ties), np.uint64(ties), np.uint64(n)
-    indices, ties_out, counts = [], [], np.zeros(n, dtype=np.int64)
+    # Written in place part after part (no list of parts to concatenate at the end: that copy was the
+    # peak); at most 2 entries per row, so the buffers' unused tail is the duplicate pairs.
+    indices, ties_out, end = np.empty(2 * len(u), np.uint32), np.empty(2 * len(u), np.uint32), 0
+    counts = np.zeros(n, dtype=np.int64)
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         fwd = np.flatnonzero((u >= lo) & (u < hi))
         rev = np.flatnonzero((v >= lo) & (v < hi))
@@ -112,13 +115,13 @@ def undirected_csr(u: np.ndarray, v: np.ndarray, tie: np.ndarray, n: int, ties: 
         np.not_equal(pair[1:], pair[:-1], out=first[1:])
         key, pair = key[first], pair[first]
         del first
-        indices.append((pair % nn).astype(np.uint32))
-        ties_out.append((key % t).astype(np.uint32))
+        indices[end:end + len(pair)] = pair % nn
+        ties_out[end:end + len(pair)] = key % t
+        end += len(pair)
         counts[lo:hi] = np.bincount((pair // nn).astype(np.int64), minlength=hi - lo)
         del key, pair
     np.cumsum(counts, out=indptr[1:])
-    return (indptr, np.concatenate(indices) if indices else np.zeros(0, np.uint32),
-            np.concatenate(ties_out) if ties_out else np.zeros(0, np.uint32))
+    return indptr, indices[:end], ties_out[:end]
 
 
 def node_names(nodes: pl.DataFrame, old_ids: np.ndarray, held_out: set[str], tokenizer, max_length: int,
