@@ -163,16 +163,23 @@ def read_targets(demo_rows: list[dict], regime: str = "bali-regime", control: st
                    f"({sum(g >= 0.05 for g in gains)} of {len(gains)} seeds at +5 or more).")
         if control in held["runs"]:
             d, lo, hi = verdict.compare(held, regime, control)
-            out.append(f"Against MLM alone (`{control}`, the contrastive term off): {100 * d:+.1f} points of held-out "
-                       f"hit@10 [{100 * lo:+.1f}, {100 * hi:+.1f}] (the target asks +3).")
+            n = len(held["runs"][control])
+            seeds = f"; its {n} seed{'s' if n > 1 else ''} against {len(held['runs'][regime])}" \
+                if n < len(held["runs"][regime]) else ""
+            out.append(f"Against MLM alone (`{control}`, the contrastive term off{seeds}): {100 * d:+.1f} points of "
+                       f"held-out hit@10 [{100 * lo:+.1f}, {100 * hi:+.1f}] (the target asks +3).")
     short = ([f"figures below the base ({len(below)})"] if below else []) + \
-        ([f"held-out hit@10 under +5 points in {sum(v - held['base'] < 0.05 for v in held['runs'][regime])} "
-          "seeds"] if held and any(v - held["base"] < 0.05 for v in held["runs"][regime]) else []) + \
+        ([f"held-out hit@10 under +5 points in {short_seeds(held, regime)}"] if held and any(v - held["base"] < 0.05 for v in held["runs"][regime]) else []) + \
         (["under +3 points above MLM alone"] if held and control in held["runs"]
          and verdict.compare(held, regime, control)[0] < 0.03 else []) + \
         (["no MLM-alone control yet"] if not held or control not in held["runs"] else [])
     out.append(f"It does not meet the targets: {verdict.join(short)}." if short else "It meets the targets.")
     return out
+
+
+def short_seeds(held: dict, regime: str) -> str:
+    n = sum(v - held["base"] < 0.05 for v in held["runs"][regime])
+    return f"{n} seed{'s' if n != 1 else ''}"
 
 
 def regime_targets(regime: list[dict], demo: list[dict]) -> list[list[str]]:

@@ -242,6 +242,10 @@ def block(rows: list[dict], demo_rows: list[dict], seeds: list[int], prefix: str
         return ""
     n = max(len(v) for t in ts for v in t["runs"].values())
     over = f"pre-training seeds {join([str(s) for s in seeds])}" if len(seeds) == n else f"{n} pre-training seeds"
+    fewer = {name: len(v) for t in ts for name, v in t["runs"].items() if len(v) < n}
+    if fewer:  # a single run's interval is the point itself: no spread to estimate
+        over += " (" + join([f"`{name}`: {k} run{'s' if k > 1 else ''} so far" + (", no interval" if k == 1 else "")
+                             for name, k in sorted(fewer.items())]) + ")"
     notes = (f"Each pre-trained model: its mean over {over} [95 % t interval over the seeds]; the base model is not "
              f"pre-trained, so it has one value (each row's value minus its paired Δ in `ablations/demo.csv`). Tasks: "
              f"the demo's test halves{demo_sizes(demo_rows)}, and real data nobody here wrote "
