@@ -169,7 +169,8 @@ def read_targets(demo_rows: list[dict], regime: str = "bali-regime", control: st
             out.append(f"Against MLM alone (`{control}`, the contrastive term off{seeds}): {100 * d:+.1f} points of "
                        f"held-out hit@10 [{100 * lo:+.1f}, {100 * hi:+.1f}] (the target asks +3).")
     short = ([f"figures below the base ({len(below)})"] if below else []) + \
-        ([f"held-out hit@10 under +5 points in {short_seeds(held, regime)}"] if held and any(v - held["base"] < 0.05 for v in held["runs"][regime]) else []) + \
+        ([f"held-out hit@10 under +5 points in {short_seeds(held, regime)}"]
+         if held and any(v - held["base"] < 0.05 for v in held["runs"][regime]) else []) + \
         (["under +3 points above MLM alone"] if held and control in held["runs"]
          and verdict.compare(held, regime, control)[0] < 0.03 else []) + \
         (["no MLM-alone control yet"] if not held or control not in held["runs"] else [])

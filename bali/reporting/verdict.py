@@ -216,7 +216,8 @@ def table_of(ts: list[dict], table) -> str:
             cells = []
             for n in names:
                 v = t["runs"].get(n)
-                cells.append(f"{statistics.mean(v):.3f} [{runs_interval(v)[0]:.3f}, {runs_interval(v)[1]:.3f}]" if v else "")
+                cells.append("" if not v else f"{v[0]:.3f} (1 run)" if len(v) == 1 else
+                             f"{statistics.mean(v):.3f} [{runs_interval(v)[0]:.3f}, {runs_interval(v)[1]:.3f}]")
             body.append([t["label"], f"{t['base']:.3f}", *cells])
         out.append(table(["task (metric)", "base", *(ROLES[n] for n in names)], body))
     return "\n\n".join(out)
