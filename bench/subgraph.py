@@ -110,14 +110,9 @@ def main():
         base = figures["baseline"]
         print(f"parts / baseline ({a.baseline_rev}): wall {parts['wall_s'] / base['wall_s']:.2f}x, peak RSS "
               f"{parts['peak_rss'] / base['peak_rss']:.2f}x (same graph)")
-    print(json.dumps({"cpu": cpu(), **{k.replace(" ", "_"): v for k, v in figures.items()}}))
+    from throughput import cpu_model  # imports torch: only here, in the parent, after the measured runs
 
-
-def cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
+    print(json.dumps({"cpu": cpu_model(), **{k.replace(" ", "_"): v for k, v in figures.items()}}))
 
 
 if __name__ == "__main__":

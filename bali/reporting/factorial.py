@@ -201,14 +201,15 @@ def needs(demo: list[dict]) -> list[str]:
     nowhere and above it on held-out hit@10 in the seeds' mean."""
     from bali.reporting import verdict
 
-    ts = [t for t in verdict.tasks(demo) if "bali-regime-4x" in t["runs"]]
+    every = verdict.tasks(demo)
+    ts = [t for t in every if "bali-regime-4x" in t["runs"]]
     held = next((t for t in ts if t["short"] == "held-out hit@10"), None)
     if not held or any(verdict.compare(t, "bali-regime-4x", "base")[2] < 0 for t in ts):
         return []
     gain = verdict.compare(held, "bali-regime-4x", "base")[0]
     below = [said for name, said in (("bali-regime", "at 300 steps"), ("published", "with the encoder randomly "
                                                                               "initialised (the published recipe)"))
-             if any(name in t["runs"] and verdict.compare(t, name, "base")[2] < 0 for t in verdict.tasks(demo))]
+             if any(name in t["runs"] and verdict.compare(t, name, "base")[2] < 0 for t in every)]
     return [f"What BALI's own objective needs on this sentence-embedding LM, as far as these rows go: the graph "
             f"encoder starting as the identity (residual + zero-init), the MLM term weighted 0.1 and 1,200 steps of "
             f"16. With them no test or real-data figure is below the base and held-out hit@10 is {100 * gain:+.1f} "
