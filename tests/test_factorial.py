@@ -78,3 +78,13 @@ def test_round_two_judged_by_rule_three_before_its_test_figures():
     assert "+13.0 points of held-out hit@10" in said and "It meets the targets." in said
     # below the base nowhere: the page says what the regime needs, with the mean gain (0.540 - 0.478)
     assert said.endswith("held-out hit@10 is +6.2 points above it in the seeds' mean.")
+
+
+def test_curves_read_against_step_zero():
+    """A curve's last point against its step 0 (the base, same callback), and its hit@10 peak when earlier."""
+    curves = {"c": {"curves": {factorial.ACC: [(0, 0.418), (1000, 0.47), (3000, 0.49)],
+                               factorial.HIT: [(0, 0.453), (1000, 0.53), (3000, 0.50)]}}}
+    said = " ".join(factorial.read_curves(curves))
+    assert "`c` ends at step 3,000 with dev hit@10 0.500 (+4.7 points against step 0) and dev acc@1 0.490 (+7.2)" in said
+    assert "peaked at step 1,000 (0.530)" in said
+    assert factorial.read_curves({"c": {"curves": {factorial.ACC: [(0, 0.4)], factorial.HIT: [(0, 0.4)]}}}) == []

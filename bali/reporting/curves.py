@@ -3,6 +3,7 @@
 of a spec in the DVC cache, drawn on one figure and kept as JSON.
 
   python -m bali.reporting.curves ablations/curves.yaml   # -> docs/results/curves.png, docs/results/curves.json
+  python -m bali.reporting.curves ablations/curves.yaml --partial   # rows not run here keep their recorded curve
 
 Step 0 is the callback's evaluation before the first update: the base model, measured the same way.
 """
@@ -71,9 +72,15 @@ def plot(rows: dict[str, dict], path: Path) -> None:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("spec", type=Path)
+    ap.add_argument("--partial", action="store_true",
+                    help="a row with no current experiment keeps the curve docs/results/curves.json has for it "
+                         "(its commit says which code made it), as `ablations table --partial` keeps a csv line")
     args = ap.parse_args(argv)
-    rows = collect(args.spec)
-    if not rows:
+    found = collect(args.spec)
+    recorded = json.loads(OUT_JSON.read_text(encoding="utf-8")) if args.partial and OUT_JSON.exists() else {}
+    names = [r["name"] for r in ablations.spec_of(args.spec)["rows"]]  # the spec's order
+    rows = {n: found.get(n) or recorded[n] for n in names if n in found or n in recorded}
+    if not found:
         raise SystemExit(f"curves: no experiment of {args.spec} has run at the current pipeline")
     OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
     OUT_JSON.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")

@@ -217,9 +217,29 @@ def needs(demo: list[dict]) -> list[str]:
                                                      if below else "") + "."]
 
 
-def block(published: list[dict], regime: list[dict], planned: list[str] = (), demo: list[dict] = ()) -> str:
+def read_curves(curves: dict) -> list[str]:
+    """Sentences on the learning curves (docs/results/curves.json, one seed each): where each curve
+    ends against its step 0 (the base, evaluated by the same callback) and where its hit@10 peaked."""
+    out = []
+    for name, r in curves.items():
+        acc, hit = r["curves"].get(ACC), r["curves"].get(HIT)
+        if not acc or not hit or len(hit) < 2:
+            continue
+        (last, h), (_, a), (_, h0), (_, a0) = hit[-1], acc[-1], hit[0], acc[0]
+        peak = max(hit[1:], key=lambda p: p[1])
+        out.append(f"`{name}` ends at step {last:,} with dev hit@10 {h:.3f} ({100 * (h - h0):+.1f} points against "
+                   f"step 0) and dev acc@1 {a:.3f} ({100 * (a - a0):+.1f})"
+                   + (f"; its hit@10 peaked at step {peak[0]:,} ({peak[1]:.3f})" if peak[0] != last else "") + ".")
+    if not out:
+        return []
+    return ["**Learning curves** (`ablations/curves.yaml`, one pre-training seed each; the results page draws "
+            "them):"] + out
+
+
+def block(published: list[dict], regime: list[dict], planned: list[str] = (), demo: list[dict] = (),
+          curves: dict | None = None) -> str:
     """The generated part of docs/method.md's "What regime BALI needs" (`planned`: the spec's rows, in
-    order; `demo`: the demo table, for the chosen regime's test figures)."""
+    order; `demo`: the demo table, for the chosen regime's test figures; `curves`: curves.json)."""
     lines = ["| row | suspect | dev acc@1 | dev hit@10 | reading (published.yaml's rules 1-2) |", "|---|---|---|---|---|"]
     readings = dict(read_published(published))
     for r in published:
@@ -232,4 +252,5 @@ def block(published: list[dict], regime: list[dict], planned: list[str] = (), de
     lines += [f"| `{n}` | {SUSPECTS.get(n, '')} | | | not run yet |" for n in planned if n not in ran]
     residual = next((r for r in published if r["row"] == "pub-residual"), None)
     return "\n".join(lines) + "\n\n**The regime search** (`ablations/regime.yaml`, its rule in that file). " \
-        + " ".join(read_regime(regime, residual)) + "".join("\n\n" + " ".join(s) for s in regime_targets(regime, list(demo)) if s)
+        + " ".join(read_regime(regime, residual)) + "".join("\n\n" + " ".join(s) for s in
+                                                             [*regime_targets(regime, list(demo)), read_curves(curves or {})] if s)

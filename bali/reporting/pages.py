@@ -346,7 +346,7 @@ def pages(root: Path) -> dict[Path, str]:
         planned = [r["name"] for r in ablations.spec_of(root / "ablations" / "published.yaml")["rows"]]
         out[root / METHOD] = replace_block(method, "factorial", factorial.block(tables["published"],
                                                                                tables.get("regime", []), planned,
-                                                                               tables.get("demo", [])), METHOD)
+                                                                               tables.get("demo", []), curves), METHOD)
     manifest = real_data.load_manifest()
     datasets = (root / DATASETS).read_text(encoding="utf-8")
     out[root / DATASETS] = replace_block(datasets, "datasets", real_data.summary_table(manifest) + "\n\n"
