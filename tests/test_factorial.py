@@ -88,3 +88,15 @@ def test_curves_read_against_step_zero():
     assert "`c` ends at step 3,000 with dev hit@10 0.500 (+4.7 points against step 0) and dev acc@1 0.490 (+7.2)" in said
     assert "peaked at step 1,000 (0.530)" in said
     assert factorial.read_curves({"c": {"curves": {factorial.ACC: [(0, 0.4)], factorial.HIT: [(0, 0.4)]}}}) == []
+
+
+def test_round_three_runs_only_if_the_long_curve_allows():
+    """regime.yaml's rule 6: the 3,000-step curve's last point against round 2's seed-29 run at 1,200 steps."""
+    round2 = row(factorial.ROUND2, 0.486, 0.517, [(0.486, 0.498, 0.496), (0.517, 0.532, 0.515)])
+    curve = lambda acc, hit: {factorial.ROUND3_CURVE: {"curves": {factorial.ACC: [(0, 0.418), (3000, acc)],
+                                                                  factorial.HIT: [(0, 0.453), (3000, hit)]}}}
+    go = " ".join(factorial.read_round3([round2], curve(0.520, 0.528)))
+    assert "(0.517, 0.486)" in go and "round 3 (`reg-mlm-0.1-10x`" in go and "not run yet" in go
+    stop = " ".join(factorial.read_round3([round2], curve(0.520, 0.510)))  # hit@10 under round 2's 0.517
+    assert "more steps did not help on dev" in stop
+    assert factorial.read_round3([], curve(0.52, 0.53)) == []

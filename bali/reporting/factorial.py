@@ -19,6 +19,7 @@ SUSPECTS = {"pub-no-mlm": "the MLM term", "pub-mlm-0.1": "the MLM term", "pub-fr
             "pub-residual": "a collapsing encoder", "pub-identity": "a collapsing encoder",
             "pub-steps-4x": "too few steps", "pub-steps-10x": "too few steps"}
 ROUND2 = "reg-mlm-0.1-4x"  # regime.yaml's round 2: the chosen setting for 1,200 steps
+ROUND3, ROUND3_CURVE = "reg-mlm-0.1-10x", "curve-regime-3000"  # rule 6: round 3 runs if this curve's last point allows
 
 
 def runs(row: dict, figure: str) -> list[float]:
@@ -236,6 +237,25 @@ def read_curves(curves: dict) -> list[str]:
             "them):"] + out
 
 
+def read_round3(regime: list[dict], curves: dict) -> list[str]:
+    """regime.yaml's rule 6: round 3 (3,000 steps) runs only if the regime's 3,000-step curve (seed 29)
+    ends at or above round 2's seed-29 dev figures at 1,200 steps on both."""
+    round2 = next((r for r in regime if r["row"] == ROUND2), None)
+    curve = curves.get(ROUND3_CURVE)
+    if round2 is None or curve is None or not curve["curves"].get(HIT) or not curve["curves"].get(ACC):
+        return []
+    (step, h), (_, a) = curve["curves"][HIT][-1], curve["curves"][ACC][-1]
+    h2, a2 = runs(round2, HIT)[0], runs(round2, ACC)[0]
+    go = h >= h2 and a >= a2
+    said = (f"Rule 6: `{ROUND3_CURVE}` ends at step {step:,} with dev hit@10 {h:.3f} and acc@1 {a:.3f}, against "
+            f"round 2's seed 29 at 1,200 steps ({h2:.3f}, {a2:.3f}): ")
+    if not go:
+        return [said + "more steps did not help on dev, so round 2's rows stay the regime reported."]
+    ran = any(r["row"] == ROUND3 for r in regime)
+    return [said + f"round 3 (`{ROUND3}`, 3,000 steps, three seeds) is the next test" +
+            (" (its rows: the results page)." if ran else "; it has not run yet.")]
+
+
 def block(published: list[dict], regime: list[dict], planned: list[str] = (), demo: list[dict] = (),
           curves: dict | None = None) -> str:
     """The generated part of docs/method.md's "What regime BALI needs" (`planned`: the spec's rows, in
@@ -253,4 +273,5 @@ def block(published: list[dict], regime: list[dict], planned: list[str] = (), de
     residual = next((r for r in published if r["row"] == "pub-residual"), None)
     return "\n".join(lines) + "\n\n**The regime search** (`ablations/regime.yaml`, its rule in that file). " \
         + " ".join(read_regime(regime, residual)) + "".join("\n\n" + " ".join(s) for s in
-                                                             [*regime_targets(regime, list(demo)), read_curves(curves or {})] if s)
+                                                             [*regime_targets(regime, list(demo)), read_curves(curves or {}),
+                                                              read_round3(regime, curves or {})] if s)
