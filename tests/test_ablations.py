@@ -160,6 +160,14 @@ def test_seed_rows_run_and_aggregate(tmp_path, monkeypatch):
     del found["demo-seed31"]  # a seed that has not run: no table
     with pytest.raises(SystemExit, match="demo-seed31"):
         ablations.table(spec, spec.with_suffix(".csv"))
+    # partial: the base-seed run alone gave the recorded line's figures again -> the line, seeds and all, stays
+    ablations.table(spec, spec.with_suffix(".csv"), partial=True)
+    kept, = csv.DictReader(spec.with_suffix(".csv").open())
+    assert kept["dev acc@1 over seeds"] == "0.520 ± 0.020 (0.500, 0.540, 0.520)"
+    compares["demo"] = compare(0.49, 0.0)  # other figures now: the row is this run's alone, seed columns empty
+    ablations.table(spec, spec.with_suffix(".csv"), partial=True)
+    moved, = csv.DictReader(spec.with_suffix(".csv").open())
+    assert moved["dev acc@1"] == "0.490" and moved["dev acc@1 over seeds"] == ""
 
 
 def test_learning_curves_from_a_cached_dvclive_folder(tmp_path):

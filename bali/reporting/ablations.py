@@ -288,8 +288,9 @@ def over_seeds(row: dict, found: dict, seeded: dict) -> dict:
 
 def table(path: Path, out: Path, seed: int = 29, partial: bool = False) -> None:
     """Write the spec's table. `partial`: rows whose base-seed run exists are written even when some
-    of their seed runs are missing (their seed columns empty); a row with no current run keeps the
-    line the table had for it (its commit says which code made it), or is left out."""
+    of their seed runs are missing (their seed columns empty), unless the table's line for the row
+    has its seeds and the same base-seed figures (then that line stays); a row with no current run
+    keeps the line the table had for it (its commit says which code made it), or is left out."""
     spec = spec_of(path)
     found = by_row(spec, experiments(spec.get("current_only", True)))
     # A log (current_only: false) keeps the lines it recorded of rows whose experiments are no longer
@@ -320,6 +321,13 @@ def table(path: Path, out: Path, seed: int = 29, partial: bool = False) -> None:
                 continue
             exp = found[r["name"]]
             compare = compare_of(exp["rev"])
+            old = recorded.get(r["name"], {})
+            if r not in complete and any(old.get(c) for c in seeded) and \
+                    all(old.get(c) == cell(compare, *where) for c, where in cols.items()):
+                # its base-seed run again, to pair the others with, gave the recorded figures: the
+                # recorded line, with the seed runs it was made from, stays (its commit says which code)
+                w.writerow({k: v for k, v in old.items() if k in w.fieldnames})
+                continue
             w.writerow({"row": r["name"], "commit": exp["commit"], "what": r["what"],
                         "overrides": " ".join(f"-S {o}" for o in r["set"]), **graph_cells(exp),
                         **{c: cell(compare, *where) for c, where in cols.items()}, **vs.get(r["name"], {}),

@@ -62,7 +62,7 @@ def plot(rows: dict[str, dict], path: Path) -> None:
         ax.set_xlabel("pre-training step")
         ax.set_title(figure)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=9)
+    axes[0][-1].legend(fontsize=9, loc="center right")  # clear of the curves that fall below the base
     fig.suptitle("dev figures during pre-training (dashed: step 0, the base model)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
