@@ -321,16 +321,16 @@ def table(path: Path, out: Path, seed: int = 29, partial: bool = False) -> None:
                 continue
             exp = found[r["name"]]
             compare = compare_of(exp["rev"])
+            cells = {c: cell(compare, *where) for c, where in cols.items()}
             old = recorded.get(r["name"], {})
-            if r not in complete and any(old.get(c) for c in seeded) and \
-                    all(old.get(c) == cell(compare, *where) for c, where in cols.items()):
+            if r not in complete and any(old.get(c) for c in seeded) and all(old.get(c) == v for c, v in cells.items()):
                 # its base-seed run again, to pair the others with, gave the recorded figures: the
                 # recorded line, with the seed runs it was made from, stays (its commit says which code)
                 w.writerow({k: v for k, v in old.items() if k in w.fieldnames})
                 continue
             w.writerow({"row": r["name"], "commit": exp["commit"], "what": r["what"],
                         "overrides": " ".join(f"-S {o}" for o in r["set"]), **graph_cells(exp),
-                        **{c: cell(compare, *where) for c, where in cols.items()}, **vs.get(r["name"], {}),
+                        **cells, **vs.get(r["name"], {}),
                         **(over_seeds(r, found, seeded) if r in complete else {})})
     tmp.replace(out)
     print(f"ablations: {len(spec['rows'])} rows -> {out}")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 import statistics
 
+from bali.reporting import verdict
+
 ACC, HIT = "dev acc@1", "dev parent hit@10"
 FIGURES = {ACC: "dev acc@1", HIT: "dev hit@10"}
 VS_PUB = {ACC: "dev acc@1 Δ vs pub (pts) [95 % CI], p", HIT: "dev hit@10 Δ vs pub (pts) [95 % CI], p"}
@@ -20,6 +22,10 @@ SUSPECTS = {"pub-no-mlm": "the MLM term", "pub-mlm-0.1": "the MLM term", "pub-fr
             "pub-steps-4x": "too few steps", "pub-steps-10x": "too few steps"}
 ROUND2 = "reg-mlm-0.1-4x"  # regime.yaml's round 2: the chosen setting for 1,200 steps
 ROUND3, ROUND3_CURVE = "reg-mlm-0.1-10x", "curve-regime-3000"  # rule 6: round 3 runs if this curve's last point allows
+
+
+def row_named(rows: list[dict], name: str) -> dict | None:
+    return next((r for r in rows if r["row"] == name), None)
 
 
 def runs(row: dict, figure: str) -> list[float]:
@@ -120,7 +126,7 @@ def read_round2(row: dict | None, base: dict) -> list[str]:
 
 def read_regime(candidates: list[dict], residual: dict | None) -> list[str]:
     """Sentences of regime.yaml's rules 1-3 on its round-1 candidates (and `pub-residual`), then round 2."""
-    round2 = next((r for r in candidates if r["row"] == ROUND2), None)
+    round2 = row_named(candidates, ROUND2)
     candidates = [r for r in candidates if r["row"] != ROUND2]
     if not candidates:
         return ["No regime candidate has run yet."]
@@ -147,8 +153,6 @@ def read_targets(demo_rows: list[dict], regime: str = "bali-regime", control: st
     """The targets for a regime row (`bali-regime`) on the demo table's test and real-data figures (over
     its seeds): no figure's seed interval wholly below the base, held-out hit@10 at least 5 points above
     the base in every seed, and at least 3 points above its MLM-alone control in the seeds' mean."""
-    from bali.reporting import verdict
-
     ts = [t for t in verdict.tasks(demo_rows) if regime in t["runs"]]
     if not ts:
         return []
@@ -189,7 +193,7 @@ def regime_targets(regime: list[dict], demo: list[dict]) -> list[list[str]]:
     if not demo:
         return []
     out = [read_targets(demo)]
-    round2 = next((r for r in regime if r["row"] == ROUND2), None)
+    round2 = row_named(regime, ROUND2)
     if round2 is not None and seeded(round2) and any(r["row"] == "bali-regime-4x" for r in demo):
         base = {f: base_of(round2, f) for f in FIGURES}
         out.append(read_targets(demo, "bali-regime-4x", "mlm-only-4x") + needs(demo) if dev_target(round2, base) else
@@ -200,8 +204,6 @@ def regime_targets(regime: list[dict], demo: list[dict]) -> list[list[str]]:
 def needs(demo: list[dict]) -> list[str]:
     """What the rows say BALI's objective needs on this LM, when its 1,200-step runs are below the base
     nowhere and above it on held-out hit@10 in the seeds' mean."""
-    from bali.reporting import verdict
-
     every = verdict.tasks(demo)
     ts = [t for t in every if "bali-regime-4x" in t["runs"]]
     held = next((t for t in ts if t["short"] == "held-out hit@10"), None)
@@ -240,7 +242,7 @@ def read_curves(curves: dict) -> list[str]:
 def read_round3(regime: list[dict], curves: dict) -> list[str]:
     """regime.yaml's rule 6: round 3 (3,000 steps) runs only if the regime's 3,000-step curve (seed 29)
     ends at or above round 2's seed-29 dev figures at 1,200 steps on both."""
-    round2 = next((r for r in regime if r["row"] == ROUND2), None)
+    round2 = row_named(regime, ROUND2)
     curve = curves.get(ROUND3_CURVE)
     if round2 is None or curve is None or not curve["curves"].get(HIT) or not curve["curves"].get(ACC):
         return []
@@ -270,7 +272,7 @@ def block(published: list[dict], regime: list[dict], planned: list[str] = (), de
                          f"{readings.get(r['row'], '')} |")
     ran = {r["row"] for r in published}
     lines += [f"| `{n}` | {SUSPECTS.get(n, '')} | | | not run yet |" for n in planned if n not in ran]
-    residual = next((r for r in published if r["row"] == "pub-residual"), None)
+    residual = row_named(published, "pub-residual")
     return "\n".join(lines) + "\n\n**The regime search** (`ablations/regime.yaml`, its rule in that file). " \
         + " ".join(read_regime(regime, residual)) + "".join("\n\n" + " ".join(s) for s in
                                                              [*regime_targets(regime, list(demo)), read_curves(curves or {}),
