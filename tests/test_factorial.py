@@ -100,3 +100,32 @@ def test_round_three_runs_only_if_the_long_curve_allows():
     stop = " ".join(factorial.read_round3([round2], curve(0.520, 0.510)))  # hit@10 under round 2's 0.517
     assert "more steps did not help on dev" in stop
     assert factorial.read_round3([], curve(0.52, 0.53)) == []
+
+
+def test_what_bali_needs_is_said_by_the_fewest_steps_that_meet_the_targets():
+    """Rounds 2 and 3 both meet rule 3 on dev; only round 3 meets the test targets (+5 in every seed), so
+    round 3's reading, not round 2's, says what BALI needs, naming the 1,200 steps as not enough."""
+    chosen = row("reg-a", 0.43, 0.51, [(0.43, 0.44, 0.42), (0.51, 0.505, 0.49)])
+    dev = [(0.47, 0.46, 0.48), (0.51, 0.505, 0.52)]
+    regime = [chosen, row(factorial.ROUND2, 0.47, 0.51, dev), row(factorial.ROUND3, 0.47, 0.51, dev)]
+
+    def demo_row(name, seeds):  # held-out hit@10, base 0.478; the Δ interval's upper end decides "below the base"
+        return {"row": name, "held-out parent hit@10": f"{seeds[0]:.3f}",
+                "hit@10 Δ vs base (pts) [95 % CI]": f"{100 * (seeds[0] - 0.478):+.1f} [-1.0, +1.0]",
+                "held-out parent hit@10 over seeds": f"0 ± 0 ({', '.join(f'{v:.3f}' for v in seeds)})"}
+    demo = [demo_row("demo", [0.59, 0.60, 0.58]), demo_row("bali-regime", [0.46, 0.45, 0.44]), demo_row("bali-regime-4x", [0.54, 0.53, 0.51]),
+            demo_row("mlm-only-4x", [0.40, 0.41, 0.42]), demo_row("bali-regime-10x", [0.55, 0.54, 0.56])]
+    four, ten = factorial.regime_targets(regime, demo)[1:]
+    assert "It does not meet the targets: held-out hit@10 under +5 points in 1 seed." in four
+    # no mlm-only-10x yet, so round 3 misses only its control; no round meets the targets, so the first
+    # below the base nowhere (round 2: +4.9 in the seeds' mean) says what BALI needs
+    assert "It does not meet the targets: no MLM-alone control yet." in ten
+    assert "1,200 steps of 16" in four[-1] and not ten[-1].startswith("What BALI")
+    demo.append(demo_row("mlm-only-10x", [0.39, 0.40, 0.41]))
+    four, ten = factorial.regime_targets(regime, demo)[1:]
+    # 0.550 - 0.478: +7.2 in the seeds' mean, 15.0 above mlm-only-10x: round 3 meets them and says it
+    assert "It meets the targets." in ten and four[-1].startswith("It does not meet")
+    assert ten[-1].startswith("What BALI's own objective needs") and "3,000 steps of 16" in ten[-1]
+    assert "held-out hit@10 is +7.2 points above it" in ten[-1] and "at 300 steps" in ten[-1]
+    said = " ".join(factorial.read_regime(regime, None))
+    assert "Round 3 (`reg-mlm-0.1-10x`, the same setting for 3,000 steps), over its three seeds" in said

@@ -214,10 +214,11 @@ def plot_controls(tasks: list[dict], path: Path) -> None:
                 series.append((label, cells))
         _bars(ax, [t["label"].replace(" (", "\n(") for t in ts], series, "acc@1, hit@10 or Spearman ρ", name)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9)  # below the bars, not over them
+    lines = -(-len(labels) // 5)  # five to a line: ten rows' labels do not fit one line of the page's width
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=9)  # below the bars, not over them
     fig.suptitle("the aligned model beside its controls\n(error bars: 95 % t intervals over pre-training seeds)",
                  fontsize=11)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.035 + 0.03 * lines, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
