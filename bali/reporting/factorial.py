@@ -269,8 +269,8 @@ def read_round3(regime: list[dict], curves: dict) -> list[str]:
     if not go:
         return [said + "more steps did not help on dev, so round 2's rows stay the regime reported."]
     ran = any(r["row"] == ROUND3 for r in regime)
-    return [said + f"round 3 (`{ROUND3}`, 3,000 steps, three seeds) is the next test" +
-            ("; its readings are above." if ran else "; it has not run yet.")]
+    return [said + f"round 3 (`{ROUND3}`, 3,000 steps, three seeds) " +
+            ("ran; its readings are above." if ran else "is the next test; it has not run yet.")]
 
 
 def block(published: list[dict], regime: list[dict], planned: list[str] = (), demo: list[dict] = (),
