@@ -245,3 +245,28 @@ def test_link_term_name_anchor_by_hand_and_graph_anchor_trains_the_encoder(tiny)
             "link_centers": torch.zeros(0, dtype=torch.long), "link_positive": torch.zeros(0, dtype=torch.long),
             "link_negative": torch.zeros(0, 6, dtype=torch.bool)}
     assert graph(none)["link"].item() == 0.0  # no target with a sampled neighbour: nothing to predict
+
+
+def test_mlm_alone_skips_the_graph_branch_and_keeps_the_lm_gradient(tiny, monkeypatch):
+    """Every graph term at weight 0 (the MLM-alone control): the node names are never encoded and the
+    graph encoder gets no gradient, while the LM's gradient is the one the full forward gives with
+    those terms multiplied by 0."""
+    def grads(skip: bool) -> dict:
+        torch.manual_seed(0)
+        model = BaliModel(tiny, layers=2, dropout=0.0, attention_dropout=0.0, fresh_mlm_head=True,
+                          mlm_weight=0.1, contrastive_weight=0.0)
+        if not skip:
+            model.uses_graph = True  # the forward as before: graph terms computed, then weighted by 0
+        calls = []
+        monkeypatch.setattr(model, "node_vectors", lambda b, f=model.node_vectors: calls.append(1) or f(b))
+        out = model(batch())
+        out["loss"].backward()
+        assert bool(calls) != skip
+        if skip:
+            assert out["contrastive"] == 0 and math.isnan(out["encoder_share"]) and out["vectors"][1] is None
+            assert all(not p.requires_grad for p in model.graph.parameters())
+        return {n: p.grad.clone() for n, p in model.named_parameters() if n.startswith("mlm_model") and p.grad is not None}
+
+    skipped, full = grads(skip=True), grads(skip=False)
+    assert skipped.keys() == full.keys() and len(skipped) > 10
+    assert all(torch.allclose(skipped[n], full[n], atol=1e-7) for n in skipped)

@@ -25,6 +25,11 @@ vector (not optimised, no gradient): `encoder_share`, mean ||graph - name|| / ||
 `residual`, the encoder's output against the name it is added to; 0 for `identity`), and
 `graph_name_cosine`, their mean cosine (the losses are cosine-based, so this is the part they see),
 and, as `vectors`, the batch's (mention vectors, graph vectors, concept ids), detached.
+
+With every graph term's weight 0 (continued MLM alone, the control beside BALI's objective) the node
+names, the graph encoder and the alignment losses are not computed at all: they would be multiplied
+by 0, so the LM's update is the same, and they are most of a step. Their figures are then NaN
+(the mention vectors are still reported: they come from the sentences' own forward pass).
 """
 from __future__ import annotations
 
@@ -165,6 +170,9 @@ class BaliModel(nn.Module):
         self.loss_kind, self.temperature, self.gather = loss, temperature, gather_negatives
         self.weights = {"mlm": mlm_weight, "contrastive": contrastive_weight, "name": name_weight,
                         "synonym": synonym_weight, "link": link_weight}
+        self.uses_graph = any(self.weights[k] > 0 for k in ("contrastive", "name", "synonym", "link"))
+        if not self.uses_graph and self.graph is not None:  # never reached: DDP must not wait for its gradients
+            self.graph.requires_grad_(False)
         if (synonym_weight or link_weight) and self.linear_graph:
             raise ValueError("the synonym and link terms need a graph encoder (gatv2 or sage), not the linear graph")
         if link_anchor not in ("graph", "name"):
@@ -250,6 +258,8 @@ class BaliModel(nn.Module):
         else:
             hidden = self.lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
             mlm = hidden.new_zeros((), dtype=torch.float32)
+        labels = batch["target_nodes"]
+        losses = {"mlm": mlm}
         n_targets = len(batch["target_nodes"])
         tokens = hidden[batch["mention_rows"], batch["mention_positions"]].float()  # pooled in float32
         sums = tokens.new_zeros(n_targets, hidden.shape[-1]).index_add(0, batch["mention_owner"], tokens)
@@ -257,8 +267,13 @@ class BaliModel(nn.Module):
         counts = tokens.new_zeros(n_targets).index_add(0, batch["mention_owner"], tokens.new_ones(len(tokens)))
         counts = counts.clamp(min=1).unsqueeze(1)
         mentions = sums / counts
-        labels = batch["target_nodes"]
-        losses = {"mlm": mlm}
+        if not self.uses_graph:
+            zero = hidden.new_zeros((), dtype=torch.float32)
+            losses.update({k: zero for k in ("contrastive", "name", "synonym", "link")})
+            losses["loss"] = self.weights["mlm"] * mlm
+            nan = hidden.new_full((), float("nan"), dtype=torch.float32)
+            losses.update({"encoder_share": nan, "graph_name_cosine": nan, "vectors": (mentions.detach(), None, labels)})
+            return losses
         if self.linear_graph:
             cls = self.lm(input_ids=batch["graph_input_ids"], attention_mask=batch["graph_attention_mask"]).last_hidden_state[:, 0]
             graph = cls[batch["target_node_index"]]

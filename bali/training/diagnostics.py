@@ -84,8 +84,11 @@ class Watch:
 
     def micro_batch(self, out: dict) -> None:
         mentions, graph, labels = out["vectors"]
+        mention = mean_pairwise_cosine(mentions, labels)
+        # no graph term in the objective: no graph vectors (NaN, not logged)
+        graph = mean_pairwise_cosine(graph, labels) if graph is not None else torch.full_like(mention, float("nan"))
         # kept on the device: read once per step, after the losses' own host sync
-        self.pending.append(torch.stack([mean_pairwise_cosine(graph, labels), mean_pairwise_cosine(mentions, labels)]))
+        self.pending.append(torch.stack([graph, mention]))
 
     def log_names(self, record, step: int) -> None:
         now = self.names()
