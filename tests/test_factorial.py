@@ -129,3 +129,12 @@ def test_what_bali_needs_is_said_by_the_fewest_steps_that_meet_the_targets():
     assert "held-out hit@10 is +7.2 points above it" in ten[-1] and "at 300 steps" in ten[-1]
     said = " ".join(factorial.read_regime(regime, None))
     assert "Round 3 (`reg-mlm-0.1-10x`, the same setting for 3,000 steps), over its three seeds" in said
+    # the identity-encoder control at 3,000 steps: a sentence on what the graph adds, not a target
+    assert not any("What the graph adds" in s for s in ten)
+    demo.append(demo_row("no-gnn-10x", [0.555, 0.545, 0.55]))
+    ten = " ".join(factorial.regime_targets(regime, demo)[2])
+    assert "`bali-regime-10x` against the same run with the graph encoder replaced by the identity (`no-gnn-10x`, " \
+           "3 seeds) is level on held-out hit@10." in ten and "It meets the targets." in ten
+    demo[-1] = demo_row("no-gnn-10x", [0.50])
+    assert "(`no-gnn-10x`, 1 seed, Welch intervals from the regime's seeds alone) is ahead on held-out hit@10 (+5.0" \
+           in " ".join(factorial.regime_targets(regime, demo)[2])
