@@ -195,13 +195,11 @@ def graph_adds(ts: list[dict], regime: str, identity: str | None) -> list[str]:
     replaced by the identity (the mention then aligns with its concept's own name), task by task."""
     if identity is None or not any(identity in t["runs"] for t in ts):
         return []
-    ahead, behind, level = verdict.versus(ts, regime, identity)
     n = max(len(t["runs"][identity]) for t in ts if identity in t["runs"])
-    parts = ([f"ahead on {verdict.join(ahead)}"] if ahead else []) + ([f"behind on {verdict.join(behind)}"] if behind
-                                                                       else []) + ([f"level on {verdict.join(level)}"] if level else [])
     return [f"What the graph adds (a control, not a target): `{regime}` against the same run with the graph encoder "
             f"replaced by the identity (`{identity}`, {n} seed{'s' if n > 1 else ''}"
-            + (", Welch intervals from the regime's seeds alone" if n == 1 else "") + f") is {verdict.join(parts)}."]
+            + (", Welch intervals from the regime's seeds alone" if n == 1 else "")
+            + f") is {verdict.said_versus(*verdict.versus(ts, regime, identity))}."]
 
 
 def short_seeds(held: dict, regime: str) -> str:

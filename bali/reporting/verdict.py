@@ -137,6 +137,12 @@ def versus(ts: list[dict], a: str, b: str) -> tuple[list[str], list[str], list[s
     return ahead, behind, level
 
 
+def said_versus(ahead: list[str], behind: list[str], level: list[str]) -> str:
+    """"ahead on …, behind on … and level on …", each part only where it has tasks."""
+    return join(([f"ahead on {join(ahead)}"] if ahead else []) + ([f"behind on {join(behind)}"] if behind else [])
+                + ([f"level on {join(level)}"] if level else []))
+
+
 def leads(ts: list[dict]) -> str:
     """Which row has the highest mean on each task, and which of those leads the seeds resolve."""
     best, resolved = {}, []
@@ -182,17 +188,13 @@ def sentences(ts: list[dict]) -> list[str]:
         if not ahead and not behind:
             out.append(f"Against no graph (`mention-name-only`) the aligned model is level on all {len(level)} tasks.")
         else:
-            parts = ([f"ahead on {join(ahead)}"] if ahead else []) + ([f"behind on {join(behind)}"] if behind else []) \
-                + ([f"level on {join(level)}"] if level else [])
-            out.append(f"Against no graph (`mention-name-only`) the aligned model is {join(parts)}.")
+            out.append(f"Against no graph (`mention-name-only`) the aligned model is {said_versus(ahead, behind, level)}.")
     for a, b in (("bali-regime", "base"), ("bali-regime", "mlm-only"), ("bali-regime-4x", "base"),
                  ("bali-regime-4x", "mlm-only-4x"), ("bali-regime-10x", "base"), ("bali-regime-10x", "mlm-only-10x"),
                  ("bali-regime-10x", "no-gnn-10x")):
         ahead, behind, level = versus(ts, a, b)
         if ahead or behind or level:
-            parts = ([f"ahead on {join(ahead)}"] if ahead else []) + ([f"behind on {join(behind)}"] if behind else []) \
-                + ([f"level on {join(level)}"] if level else [])
-            out.append(f"{SAID[a][0].upper()}{SAID[a][1:]} against {SAID[b]}: {join(parts)}.")
+            out.append(f"{SAID[a][0].upper()}{SAID[a][1:]} against {SAID[b]}: {said_versus(ahead, behind, level)}.")
     below = []
     for name in ROLES:
         hit = [t["short"] for t in ts if name in t["runs"] and runs_interval(t["runs"][name])[1] < t["base"]]
