@@ -107,6 +107,13 @@ def test_the_verdict_sentences_follow_the_numbers():
     assert "behind on demo EL test (-4.0 [" in t[2]
     assert t[3].startswith("No model is below the base on any task")
 
+    # a row with one run so far (no "over seeds" cell): in the tables, in no sentence's claim
+    single = {"row": "no-gnn-10x", "test acc@1": "0.300", "test Δ vs base (pts) [95 % CI]": "-20.0 [-23.0, -17.0]"}
+    s = pages.verdict.sentences(pages.verdict.tasks([*apart, single]))
+    assert s[1] == ("`no-gnn-10x` has one pre-training run so far: no interval over seeds, so it is in the tables "
+                    "and in none of these sentences.")
+    assert s[2:] == a[1:]  # not below the base, not a comparison, though its one value is 20 points under it
+
     block = pages.verdict.block(apart, [], [29, 30, 31], "docs/", pages.table)
     assert "pre-training seeds 29, 30 and 31" in block and "| Demo entity linking, test (acc@1) | 0.500 | 0.610 [" in block
     assert pages.verdict.tasks([{k: v for k, v in r.items()} for r in apart if r["row"] != "demo"]) == []

@@ -196,10 +196,17 @@ def graph_adds(ts: list[dict], regime: str, identity: str | None) -> list[str]:
     if identity is None or not any(identity in t["runs"] for t in ts):
         return []
     n = max(len(t["runs"][identity]) for t in ts if identity in t["runs"])
+    if n == 1:  # no interval over seeds yet: the same seed's difference, said as no more than that
+        diffs = []
+        for t in ts:
+            if identity in t["runs"]:
+                d = t["runs"][regime][0] - t["runs"][identity][0]
+                diffs.append(f"{t['short']} {100 * d:+.1f} pts" if t["points"] else f"{t['short']} {d:+.3f}")
+        return [f"What the graph adds (a control, not a target): `{identity}` (`{regime}` with the graph encoder "
+                f"replaced by the identity) has one run so far (seed 29); `{regime}`'s seed 29 minus it: "
+                f"{', '.join(diffs)} — one seed, no interval, not yet a finding."]
     return [f"What the graph adds (a control, not a target): `{regime}` against the same run with the graph encoder "
-            f"replaced by the identity (`{identity}`, {n} seed{'s' if n > 1 else ''}"
-            + (", Welch intervals from the regime's seeds alone" if n == 1 else "")
-            + f") is {verdict.said_versus(*verdict.versus(ts, regime, identity))}."]
+            f"replaced by the identity (`{identity}`, {n} seeds) is {verdict.said_versus(*verdict.versus(ts, regime, identity))}."]
 
 
 def short_seeds(held: dict, regime: str) -> str:
