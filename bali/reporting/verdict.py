@@ -146,9 +146,9 @@ def said_versus(ahead: list[str], behind: list[str], level: list[str]) -> str:
 def one_run(names: list[str]) -> list[str]:
     if not names:
         return []
-    return [f"{join([f'`{n}`' for n in names])} {'has' if len(names) == 1 else 'have'} one pre-training run so far: "
-            "no interval over seeds, so {} in the tables and in none of these sentences.".format(
-                "it is" if len(names) == 1 else "they are")]
+    one = len(names) == 1
+    return [f"{join([f'`{n}`' for n in names])} {'has' if one else 'have'} one pre-training run so far: no interval "
+            f"over seeds, so {'it is' if one else 'they are'} in the tables and in none of these sentences."]
 
 
 def leads(ts: list[dict]) -> str:
@@ -180,7 +180,7 @@ def leads(ts: list[dict]) -> str:
 def sentences(ts: list[dict]) -> list[str]:
     """What the verdict table says: which row leads, whether the graph encoder adds anything beyond
     its controls, and where a model is below the base. A row with one run so far has no interval
-    over seeds, so it is in the tables only, and a last sentence says so."""
+    over seeds, so it is in the tables only, and the sentence after the leads says so."""
     single = sorted({k for t in ts for k, v in t["runs"].items() if len(v) < 2})
     ts = [{**t, "runs": {k: v for k, v in t["runs"].items() if len(v) >= 2}} for t in ts]
     out = [leads(ts)] + one_run(single)
