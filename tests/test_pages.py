@@ -125,6 +125,21 @@ def test_the_welch_interval_of_a_difference_over_seeds():
     assert pages.verdict.welch([0.5], [0.4]) == pytest.approx((0.1, 0.1, 0.1))
 
 
+def test_the_precision_rule_reads_the_dev_differences_and_then_the_test_ones():
+    def rows(bf16_dev):
+        cols = {"dev acc@1": ([0.50, 0.51, 0.52], bf16_dev), "dev parent hit@10": ([0.60, 0.61, 0.62],) * 2,
+                "test acc@1": ([0.50, 0.51, 0.52], [0.40, 0.41, 0.42]), "held-out parent hit@10": ([0.60, 0.62, 0.61],) * 2}
+        return [{"row": name, **{f"{c} over seeds": f"x ({', '.join(map(str, v[i]))})" for c, v in cols.items()}}
+                for i, name in enumerate(("prec-float32", "prec-bf16"))]
+    kept = pages.verdict.precision_choice(rows([0.505, 0.51, 0.515]))
+    assert kept[0].startswith("bf16 minus float32, difference of the 3 seeds' means [95 % Welch t interval]: "
+                              "dev acc@1 +0.0 [") and "test acc@1 -10.0 [" in kept[0]
+    assert kept[1].startswith("Under the file's rule neither dev figure moved") and kept[2] == "On the test halves test acc@1 moved beyond it."
+    moved = pages.verdict.precision_choice(rows([0.45, 0.46, 0.47]))
+    assert moved[1].startswith("Under the file's rule bf16 moved dev acc@1 beyond the seeds' noise, so on CPUs `auto` is float32")
+    assert pages.verdict.precision_choice(rows([0.45, 0.46, 0.47])[:1]) == []  # a row missing: no claim
+
+
 def test_docs_site_builds_strict(tmp_path):
     r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")], cwd=ROOT,
                        capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})

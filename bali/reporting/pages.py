@@ -296,10 +296,15 @@ def render_results(rows: list[dict], base: str, tables: dict[str, list[dict]], s
                             "rule a row confirms a suspect only with its three pre-training seeds."),
               "regime": ("A regime for BALI's own objective", "Candidates of `ablations/regime.yaml` on dev data "
                          "(its rule in that file): `pub-residual` with one thing more; the chosen one is the demo "
-                         "table's `bali-regime` row.")}
+                         "table's `bali-regime` row."),
+              "precision": ("bf16 or float32 where the CPU runs bf16 natively", "The demo setting pre-trained and "
+                            "evaluated under each precision on one CPU with `avx512_bf16` (`ablations/precision.yaml`, "
+                            "its rule in that file), each row paired with `prec-float32` over the same items.")}
     for name, rows_ in tables.items():
         title, text = titles.get(name, (f"Ablations: {name}", f"`ablations/{name}.yaml`."))
         out += [f"## {title}", "", text, ""] + ablation_tables(rows_, seeds[0] if seeds else None)
+        if name == "precision":
+            out += [*(f"- {x}" for x in verdict.precision_choice(rows_)), ""]
     out += learning_curves(curves or {})
     return "\n".join(out).rstrip() + "\n"
 

@@ -216,6 +216,39 @@ def sentences(ts: list[dict]) -> list[str]:
     return out
 
 
+# ablations/precision.yaml: the demo setting under each precision, three seeds each. Its rule: bf16 stays
+# `auto`'s choice on a CPU that runs it natively while both dev figures' differences are within the noise.
+PRECISION_DEV, PRECISION_TEST = ("dev acc@1", "dev parent hit@10"), ("test acc@1", "held-out parent hit@10")
+
+
+def precision_choice(rows: list[dict]) -> list[str]:
+    """What ablations/precision.csv says under its rule, once both rows have every seed: the
+    differences bf16 − float32 of the seed means with their Welch intervals, the rule's choice (dev),
+    and which test figures moved beyond the seeds' noise."""
+    by = {r["row"]: r for r in rows}
+    if not {"prec-bf16", "prec-float32"} <= by.keys():
+        return []
+    diffs = {}
+    for col in PRECISION_DEV + PRECISION_TEST:
+        a, b = (runs_of(by[name], {"value": col}) for name in ("prec-bf16", "prec-float32"))
+        if len(a) < 2 or len(b) < 2:
+            return []
+        diffs[col] = welch(a, b)
+    moved = [c for c, (_, lo, hi) in diffs.items() if lo > 0 or hi < 0]
+    said = "; ".join(f"{c} {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] pts" for c, (d, lo, hi) in diffs.items())
+    dev = [c for c in PRECISION_DEV if c in moved]
+    test = [c for c in PRECISION_TEST if c in moved]
+    n = len(runs_of(by["prec-bf16"], {"value": PRECISION_DEV[0]}))
+    out = [f"bf16 minus float32, difference of the {n} seeds' means [95 % Welch t interval]: {said}."]
+    out.append(f"Under the file's rule bf16 moved {join(dev)} beyond the seeds' noise, so on CPUs `auto` is float32 and "
+               "bf16 is opt-in." if dev else
+               "Under the file's rule neither dev figure moved beyond the seeds' noise, so `auto` keeps bf16 where the "
+               "CPU runs it natively.")
+    out.append(f"On the test halves {join(test)} moved beyond it." if test else
+               "No test figure moved beyond the seeds' noise.")
+    return out
+
+
 # The verdict's tables, a page's width each: the demo setting beside its controls, then BALI's own
 # objective (the published recipe, the regime that keeps its objective, and MLM alone), then that regime
 # trained longer beside its controls at the same steps.
