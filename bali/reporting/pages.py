@@ -265,6 +265,15 @@ def learning_curves(curves: dict) -> list[str]:
     return out
 
 
+def precision_of(rows: list[dict]) -> str:
+    """What the comparison's embeddings ran in (each evaluation records its resolved precision)."""
+    got = sorted({r["numeric_precision"] for r in rows if r.get("numeric_precision")})
+    if not got:
+        return ""
+    return (f" Its evaluations ran in {' and '.join(got)} (`precision: auto` on the machine that made this comparison: "
+            "bf16 where its CPU or GPU runs bf16 natively, else float32).")
+
+
 def render_results(rows: list[dict], base: str, tables: dict[str, list[dict]], seeds: list[int],
                    curves: dict | None = None) -> str:
     """docs/results.md: the verdict first, then the demo's paired comparison, the ablation tables and
@@ -277,7 +286,8 @@ def render_results(rows: list[dict], base: str, tables: dict[str, list[dict]], s
         out += figure("results/controls.png", "base, aligned and its controls per task", verdict.FIGURE_PROTOCOL)
     if rows:
         out += ["## The demo: base against aligned, paired", "", "One pre-training run (seed "
-                f"{seeds[0] if seeds else '?'}) against the base over the same items.", "", headline(rows, base), ""]
+                f"{seeds[0] if seeds else '?'}) against the base over the same items." + precision_of(rows), "",
+                headline(rows, base), ""]
         out += figure("results/comparison.png", "base against aligned, dev and test tasks", COMPARISON_PROTOCOL)
         out += ["Dev tasks (settings are chosen here):", "", headline(rows, base, dev=True), "", "## Details", ""]
         out += details(rows) + [""]

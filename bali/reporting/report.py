@@ -103,6 +103,7 @@ def comparison(eval_dir: Path, base: str, seed: int) -> list[dict]:
             for file, f in m["files"].items():
                 row = {"task": f"{task}/{file}", "kind": "similarity", "model": model, "metric": "spearman",
                        "value": f["spearman"], "std": None, "protocol": m["protocol"], "pairs": f["pairs"],
+                       "numeric_precision": m.get("numeric_precision"),
                        "ci95_low": f["ci95_low"], "ci95_high": f["ci95_high"], "interval": "bootstrap over pairs"}
                 if compare:
                     row["paired"] = paired_spearman(eval_dir, task, file, base, model, seed)
@@ -110,7 +111,7 @@ def comparison(eval_dir: Path, base: str, seed: int) -> list[dict]:
             continue
         name, value, std = headline(m)
         row = {"task": task, "kind": m["kind"], "model": model, "metric": name, "value": value, "std": std,
-               "protocol": m["protocol"]}
+               "protocol": m["protocol"], "numeric_precision": m.get("numeric_precision")}  # what the embedding ran in
         if m["kind"] == "entity_linking":
             row.update({k: m[k] for k in ("acc@5", "dictionary_names", "queries") if k in m})
             row.update({f"top1 errors {k}": v for k, v in m.get("top1_errors", {}).items()})
