@@ -235,11 +235,10 @@ def precision_choice(rows: list[dict]) -> list[str]:
             return []
         diffs[col] = welch(a, b)
     moved = [c for c, (_, lo, hi) in diffs.items() if lo > 0 or hi < 0]
-    said = "; ".join(f"{c} {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] pts" for c, (d, lo, hi) in diffs.items())
+    said = "; ".join(f"{c} {said_diff({'points': True}, *diff)}" for c, diff in diffs.items())
     dev = [c for c in PRECISION_DEV if c in moved]
     test = [c for c in PRECISION_TEST if c in moved]
-    n = len(runs_of(by["prec-bf16"], {"value": PRECISION_DEV[0]}))
-    out = [f"bf16 minus float32, difference of the {n} seeds' means [95 % Welch t interval]: {said}."]
+    out = [f"bf16 minus float32, difference of the {len(a)} seeds' means [95 % Welch t interval]: {said}."]
     out.append(f"Under the file's rule bf16 moved {join(dev)} beyond the seeds' noise, so on CPUs `auto` is float32 and "
                "bf16 is opt-in." if dev else
                "Under the file's rule neither dev figure moved beyond the seeds' noise, so `auto` keeps bf16 where the "
